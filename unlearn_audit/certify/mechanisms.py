@@ -1,0 +1,242 @@
+"""Gaussian noise calibration and release for (ε, δ)-certified unlearning (DESIGN §2.4).
+
+Release protocol: the noiseless unlearned state w̄^{-U} stays internal (never written out, never returned to a user);
+every release draws *fresh* noise, ``release(w̄, σ, seed)`` = w̄ + N(0, σ² I), from the noiseless state, so two
+releases are never stacked noise on noise. The retrained reference an audit compares against must be noised with
+the same σ.
+
+Calibration: the analytic Gaussian mechanism (Balle & Wang, ICML 2018, Theorem 8). For a query with L2 sensitivity
+Δ, adding N(0, σ² I) is (ε, δ)-DP iff
+
+    δ(ε; σ, Δ) = Φ(Δ/(2σ) − εσ/Δ) − e^ε Φ(−Δ/(2σ) − εσ/Δ) ≤ δ,
+
+and δ(ε; σ, Δ) decreases in σ, so the smallest such σ is found by bracketing and root finding in log σ. The second
+term is computed in log space (``log_ndtr``) so that e^ε never overflows (ε = 50 is fine). The classic
+σ = Δ·sqrt(2 ln(1.25/δ))/ε (Dwork & Roth, Thm A.1) is offered for comparison only; it is valid only for ε < 1 and is
+never the default.
+"""
+
+from __future__ import annotations
+
+import math
+from numbers import Integral, Real
+
+import numpy as np
+from scipy.optimize import brentq
+from scipy.special import log_ndtr
+
+from unlearn_audit.certify.errors import CertificationError
+
+__all__ = [
+    "MECHANISMS",
+    "analytic_gaussian_delta",
+    "analytic_gaussian_epsilon",
+    "analytic_gaussian_sigma",
+    "calibrate",
+    "classic_gaussian_sigma",
+    "release",
+]
+
+MECHANISMS = ("analytic", "classic")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# validation
+def _check_epsilon(epsilon) -> float:
+    if isinstance(epsilon, bool) or not isinstance(epsilon, Real):
+        raise CertificationError(f"epsilon must be a real number, got {epsilon!r}")
+    eps = float(epsilon)
+    if not math.isfinite(eps) or eps <= 0:
+        raise CertificationError(f"epsilon must be finite and > 0, got {epsilon!r}")
+    return eps
+
+
+def _check_delta(delta) -> float:
+    if isinstance(delta, bool) or not isinstance(delta, Real):
+        raise CertificationError(f"delta must be a real number, got {delta!r}")
+    d = float(delta)
+    if not (0.0 < d < 1.0):  # also rejects NaN
+        raise CertificationError(f"delta must lie in the open interval (0, 1), got {delta!r}")
+    return d
+
+
+def _check_sensitivity(sensitivity) -> float:
+    if isinstance(sensitivity, bool) or not isinstance(sensitivity, Real):
+        raise CertificationError(f"sensitivity must be a real number, got {sensitivity!r}")
+    s = float(sensitivity)
+    if not math.isfinite(s) or s < 0:
+        raise CertificationError(f"sensitivity must be finite and >= 0, got {sensitivity!r}")
+    return s
+
+
+def _check_sigma(sigma) -> float:
+    if isinstance(sigma, bool) or not isinstance(sigma, Real):
+        raise CertificationError(f"sigma must be a real number, got {sigma!r}")
+    s = float(sigma)
+    if not math.isfinite(s) or s < 0:
+        raise CertificationError(f"sigma must be finite and >= 0, got {sigma!r}")
+    return s
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the privacy profile of the Gaussian mechanism
+def _log_delta_unit(epsilon: float, s: float) -> float:
+    """log δ(ε) for sensitivity 1 and noise σ = s > 0; −inf when δ(ε) ≤ 0 numerically."""
+    a = 0.5 / s - epsilon * s
+    b = -0.5 / s - epsilon * s
+    log_first = float(log_ndtr(a))
+    log_second = epsilon + float(log_ndtr(b))  # log(e^ε Φ(b)): no exp(ε) is ever formed
+    if log_second >= log_first:
+        return -math.inf
+    return log_first + math.log1p(-math.exp(log_second - log_first))
+
+
+def analytic_gaussian_delta(epsilon: float, sigma: float, sensitivity: float = 1.0) -> float:
+    """Exact δ(ε) of the Gaussian mechanism N(0, σ² I) on a query of L2 sensitivity Δ (Balle & Wang 2018, Thm 8).
+
+    Returns Φ(Δ/(2σ) − εσ/Δ) − e^ε Φ(−Δ/(2σ) − εσ/Δ) (0 when Δ = 0, 1 when σ = 0 < Δ).
+    """
+    eps = _check_epsilon(epsilon)
+    sens = _check_sensitivity(sensitivity)
+    sig = _check_sigma(sigma)
+    if sens == 0.0:
+        return 0.0
+    if sig == 0.0:
+        return 1.0
+    return math.exp(_log_delta_unit(eps, sig / sens))
+
+
+def analytic_gaussian_sigma(epsilon: float, delta: float, sensitivity: float = 1.0) -> float:
+    """Smallest σ such that adding N(0, σ² I) to a query of L2 sensitivity Δ is (ε, δ)-DP (analytic mechanism).
+
+    Solves Φ(Δ/(2σ) − εσ/Δ) − e^ε Φ(−Δ/(2σ) − εσ/Δ) = δ for σ. The solution scales linearly in Δ, so it is solved
+    for Δ = 1 in u = log σ (bracket by doubling/halving, then Brent's method to ~1e-13 relative) and multiplied by Δ.
+    Sensitivity 0 gives σ = 0.
+
+    Raises:
+        CertificationError: ε ≤ 0 or not finite, δ outside (0, 1), sensitivity < 0 or not finite.
+    """
+    eps = _check_epsilon(epsilon)
+    dlt = _check_delta(delta)
+    sens = _check_sensitivity(sensitivity)
+    if sens == 0.0:
+        return 0.0
+    log_target = math.log(dlt)
+
+    def f(u: float) -> float:  # decreasing in u; root is the answer
+        ld = _log_delta_unit(eps, math.exp(u))
+        return max(ld, -1e300) - log_target  # keep brentq away from -inf
+
+    # bracket: δ(σ) → 1 > δ as σ → 0 and δ(σ) → 0 as σ → ∞; start from the classic formula's scale.
+    lo = hi = math.log(max(math.sqrt(2.0 * math.log(1.25 / dlt)) / eps, 1e-3))
+    for _ in range(400):
+        if f(lo) > 0:
+            break
+        lo -= 1.0
+    else:  # pragma: no cover - δ(σ) → 1 > δ as σ → 0, so this cannot happen
+        raise CertificationError(f"could not bracket sigma for epsilon={epsilon!r}, delta={delta!r}")
+    for _ in range(400):
+        if f(hi) < 0:
+            break
+        hi += 1.0
+    else:  # pragma: no cover
+        raise CertificationError(f"could not bracket sigma for epsilon={epsilon!r}, delta={delta!r}")
+    u = brentq(f, lo, hi, xtol=1e-14, rtol=4 * np.finfo(float).eps, maxiter=500)
+    return sens * math.exp(u)
+
+
+def analytic_gaussian_epsilon(sigma: float, delta: float, sensitivity: float = 1.0) -> float:
+    """Smallest ε for which N(0, σ² I) on a query of sensitivity Δ is (ε, δ)-DP (inverts ``analytic_gaussian_sigma``).
+
+    Useful for a privacy-utility sweep over σ. Returns 0.0 when even ε → 0 meets δ, and ``inf`` when σ = 0 < Δ.
+    """
+    dlt = _check_delta(delta)
+    sens = _check_sensitivity(sensitivity)
+    sig = _check_sigma(sigma)
+    if sens == 0.0:
+        return 0.0
+    if sig == 0.0:
+        return math.inf
+    s = sig / sens
+    log_target = math.log(dlt)
+
+    def g(eps: float) -> float:  # decreasing in ε
+        return max(_log_delta_unit(eps, s), -1e300) - log_target
+
+    if g(0.0) <= 0:
+        return 0.0
+    lo, hi = 0.0, 1.0
+    while g(hi) > 0:
+        lo, hi = hi, hi * 2.0
+        if hi > 1e6:  # pragma: no cover - δ(ε) decays like exp(-ε²σ²/2)
+            raise CertificationError(f"could not bracket epsilon for sigma={sigma!r}, delta={delta!r}")
+    return float(brentq(g, lo, hi, xtol=1e-14, rtol=4 * np.finfo(float).eps, maxiter=500))
+
+
+def classic_gaussian_sigma(epsilon: float, delta: float, sensitivity: float = 1.0) -> float:
+    """Classic σ = Δ·sqrt(2 ln(1.25/δ))/ε (Dwork & Roth 2014, Thm A.1). Valid only for 0 < ε < 1; looser than analytic.
+
+    Raises:
+        CertificationError: ε ≥ 1 (the classic formula is only valid for ε < 1), or invalid ε, δ, sensitivity.
+    """
+    eps = _check_epsilon(epsilon)
+    dlt = _check_delta(delta)
+    sens = _check_sensitivity(sensitivity)
+    if eps >= 1.0:
+        raise CertificationError(
+            f"epsilon={epsilon!r}: the classic Gaussian formula is only valid for epsilon < 1; "
+            "use the analytic mechanism (mechanism='analytic')"
+        )
+    return sens * math.sqrt(2.0 * math.log(1.25 / dlt)) / eps
+
+
+def calibrate(epsilon: float, delta: float, sensitivity: float, mechanism: str = "analytic") -> float:
+    """σ for an (ε, δ) certificate at L2 sensitivity Δ with the named mechanism ('analytic' default, or 'classic')."""
+    if mechanism == "analytic":
+        return analytic_gaussian_sigma(epsilon, delta, sensitivity)
+    if mechanism == "classic":
+        return classic_gaussian_sigma(epsilon, delta, sensitivity)
+    raise CertificationError(f"mechanism must be one of {MECHANISMS}, got {mechanism!r}")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# release
+def release(weights_noiseless, sigma: float, seed: int):
+    """Return ``weights_noiseless + N(0, σ² I)``, the noise drawn from a generator seeded with ``seed``.
+
+    The input is the noiseless internal state and is NOT modified; keep it internal and call ``release`` again from it
+    (with a new seed) for every release, so noise is never stacked on a previously released model. Record ``seed``
+    (e.g. in the deletion ledger) so a release can be reproduced. The noise is drawn in float64 on the CPU and then cast
+    to the input's dtype and device, so a given seed gives the same noise for float32/float64 and CPU/GPU inputs.
+
+    Args:
+        weights_noiseless: ``torch.Tensor`` or ``np.ndarray`` of any shape (floating point).
+        sigma: noise standard deviation, finite and >= 0 (0 returns a copy).
+        seed: non-negative integer seed.
+
+    Returns:
+        Same type, shape, dtype (and device) as the input.
+    """
+    sig = _check_sigma(sigma)
+    if isinstance(seed, bool) or not isinstance(seed, Integral) or int(seed) < 0:
+        raise CertificationError(f"seed must be a non-negative integer, got {seed!r}")
+    seed = int(seed)
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        torch = None
+    if torch is not None and isinstance(weights_noiseless, torch.Tensor):
+        w = weights_noiseless.detach()
+        if not torch.is_floating_point(w):
+            raise CertificationError(f"weights must be floating point, got dtype {w.dtype}")
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        noise = torch.randn(tuple(w.shape), generator=gen, dtype=torch.float64, device="cpu")
+        return w + (sig * noise).to(dtype=w.dtype, device=w.device)
+    if isinstance(weights_noiseless, np.ndarray):
+        if not np.issubdtype(weights_noiseless.dtype, np.floating):
+            raise CertificationError(f"weights must be floating point, got dtype {weights_noiseless.dtype}")
+        noise = np.random.default_rng(seed).standard_normal(weights_noiseless.shape)
+        return (weights_noiseless + sig * noise).astype(weights_noiseless.dtype, copy=False)
+    raise CertificationError(
+        f"weights must be a torch.Tensor or numpy.ndarray, got {type(weights_noiseless).__name__}"
+    )
