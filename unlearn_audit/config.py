@@ -28,11 +28,11 @@ class DataConfig(_Section):
     data_dir: str | None = None
     path: str | None = None
     label_column: str | None = None
-    train_fraction: float = Field(0.6, gt=0, lt=1)
+    train_fraction: float = Field(0.3, gt=0, lt=1)
     test_fraction: float = Field(0.2, gt=0, lt=1)
-    population_fraction: float = Field(0.2, gt=0, lt=1)
+    population_fraction: float = Field(0.5, gt=0, lt=1)
     max_train: int | None = Field(None, gt=0)
-    standardize: bool = False
+    standardize: bool = True
     unit_norm: bool = True
 
     @field_validator("dataset")
@@ -59,11 +59,11 @@ class ModelConfig(_Section):
 
 
 class TrainingConfig(_Section):
-    epochs: int = Field(15, gt=0)
+    epochs: int = Field(30, gt=0)
     batch_size: int = Field(32, gt=0)
-    lr: float = Field(1.0, gt=0)
+    lr: float = Field(1.5, gt=0)
     decay: float = Field(0.995, gt=0, le=1)
-    lam: float = Field(0.05, ge=0)
+    lam: float = Field(0.01, ge=0)
     clip: Literal["none", "per_sample", "batch"] = "none"
     clip_norm: float | None = Field(None, gt=0)
     weight_norm_bound: float | None = Field(None, gt=0)
@@ -99,7 +99,7 @@ class PrivacyConfig(_Section):
 
 class AuditSection(_Section):
     alpha: float = Field(0.05, gt=0, lt=0.5)
-    margin: float = Field(0.05, gt=0, lt=0.5)
+    margin: float = Field(0.015, gt=0, lt=0.5)
     attacks: list[Literal["loss"]] = ["loss"]
     sweep_sigmas: list[float] = Field(default_factory=lambda: [0.0, 0.01, 0.03, 0.1, 0.3, 1.0])
 
