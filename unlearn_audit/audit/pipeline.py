@@ -1,5 +1,5 @@
-"""The audit run (DESIGN §5): data → train with approximators → choose U → unlearn → measure → attack → statistics
-→ verdict. Returns a JSON-ready results dict; writing files is the caller's job (see :mod:`unlearn_audit.audit.run`).
+"""The audit run (DESIGN §5): data → train with approximators → choose U → unlearn with each method → measure →
+attack → statistics → verdict. Returns a JSON-ready results dict; :mod:`unlearn_audit.audit.run` writes files.
 """
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -14,7 +15,9 @@ import torch
 
 from unlearn_audit import __version__
 from unlearn_audit.audit import measure
-from unlearn_audit.audit.environment import environment, hash_record_id
+from unlearn_audit.audit.attack_suite import ATTACKS
+from unlearn_audit.audit.context import AuditContext
+from unlearn_audit.audit.methods import METHODS, outcome_summary
 from unlearn_audit.audit.tradeoff import privacy_utility_sweep
 from unlearn_audit.audit.verdict import decide
 from unlearn_audit.certify import release
@@ -26,6 +29,7 @@ from unlearn_audit.models.functional import weights_hash
 from unlearn_audit.training import SGDConfig, retrain_without
 
 SCHEMA_VERSION = "1.0"
+PRIMARY_METHOD = "hfocu"
 
 Progress = Callable[[str, int, int], None]
 
@@ -40,6 +44,7 @@ class AuditArtefacts:
 
     weights: dict[str, np.ndarray]
     forget_ids: list[str]
+    context: AuditContext | None = None
 
 
 def _now() -> str:
@@ -53,8 +58,6 @@ def _tensor(a, dtype=torch.float32) -> torch.Tensor:
 def choose_forget_set(cfg: AuditConfig, train_ids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Training positions of U: a seeded random fraction, or the ids listed in ``unlearning.forget_file``."""
     if cfg.unlearning.forget_file:
-        from pathlib import Path
-
         p = Path(cfg.unlearning.forget_file)
         if not p.is_file():
             raise AuditInputError(f"unlearning.forget_file: file not found: {p}")
@@ -65,19 +68,15 @@ def choose_forget_set(cfg: AuditConfig, train_ids: np.ndarray, rng: np.random.Ge
             raise AuditInputError(f"unlearning.forget_file: record id '{missing[0]}' is not in the training set")
         if len(set(wanted)) != len(wanted):
             raise AuditInputError("unlearning.forget_file: a record id is listed twice")
+        if len(wanted) < 2:
+            raise AuditInputError("unlearning.forget_file: at least 2 record ids are needed for the attack statistics")
         return np.array([index[r] for r in wanted], dtype=np.int64)
     k = max(2, int(round(cfg.unlearning.forget_fraction * len(train_ids))))
     return np.sort(rng.choice(len(train_ids), size=k, replace=False))
 
 
-def run_audit(cfg: AuditConfig, progress: Progress | None = None) -> tuple[dict, AuditArtefacts]:
-    """Run a complete audit. ``progress(step_name, done, total)`` is called on long steps."""
-    started, t_start = _now(), time.perf_counter()
-    say = progress or (lambda *_: None)
-    rng = np.random.default_rng(cfg.seed)
-    alpha, margin = cfg.audit.alpha, cfg.audit.margin
-
-    # -- data ------------------------------------------------------------------------------------------------
+def prepare_context(cfg: AuditConfig, say: Progress) -> AuditContext:
+    """Load and split the data, train the target with HF-OCU approximators, choose the forget set, retrain."""
     say("loading data", 0, 1)
     dc = cfg.data
     ds = load_dataset(dc.dataset, data_dir=dc.data_dir, path=dc.path, label_column=dc.label_column)
@@ -85,144 +84,148 @@ def run_audit(cfg: AuditConfig, progress: Progress | None = None) -> tuple[dict,
                                    population_fraction=dc.population_fraction, seed=cfg.seed,
                                    max_train=dc.max_train), standardize=dc.standardize, unit_norm=dc.unit_norm)
     train, test, pop = splits.train, splits.test, splits.population
-    x, y = _tensor(train.x), _tensor(train.y, torch.int64)
-    xt, yt = _tensor(test.x), _tensor(test.y, torch.int64)
-    xp, yp = _tensor(pop.x), _tensor(pop.y, torch.int64)
     say("loading data", 1, 1)
 
-    # -- train with approximators ------------------------------------------------------------------------------
     tc = cfg.training
     sgd = SGDConfig(epochs=tc.epochs, batch_size=tc.batch_size, lr=tc.lr, decay=tc.decay, lam=tc.lam, clip=tc.clip,
                     clip_norm=tc.clip_norm, weight_norm_bound=tc.weight_norm_bound, seed=cfg.seed)
     model = build_model(cfg.model.kind, train.feature_shape, ds.n_classes, seed=cfg.seed, hidden=cfg.model.hidden)
+    x, y = _tensor(train.x), _tensor(train.y, torch.int64)
     unlearner = HFOCUUnlearner(model, sgd, mode="all", curvature=cfg.unlearning.curvature,
                                order=cfg.unlearning.order)
     unlearner.fit(x, y, train.ids, progress=lambda d, t: say("training with approximators", d, t))
-    w_orig = unlearner.weights_.clone()
-    schedule = unlearner.schedule_
 
-    # -- forget set and deletion requests -----------------------------------------------------------------------
+    rng = np.random.default_rng(cfg.seed)
     forget_pos = choose_forget_set(cfg, train.ids, rng)
-    retain_mask = np.ones(len(x), dtype=bool)
-    retain_mask[forget_pos] = False
-    forget_ids = [str(train.ids[i]) for i in forget_pos]
-    requests = []
-    for k, chunk in enumerate(np.array_split(np.array(forget_ids), min(cfg.unlearning.requests, len(forget_ids)))):
-        before = weights_hash(unlearner.state_)
-        receipt = unlearner.delete(list(chunk))
-        requests.append({"request_id": f"req-{k + 1:04d}", "n_records": len(chunk),
-                         "hashed_record_ids": [hash_record_id(r) for r in chunk], "applied_at": _now(),
-                         "seconds": receipt.seconds, "state_hash_before": before,
-                         "state_hash_after": weights_hash(unlearner.state_)})
-    w_hf = unlearner.state_.clone()
+    ctx = AuditContext(cfg=cfg, model=model, sgd=sgd, x=x, y=y, train_ids=train.ids,
+                       x_test=_tensor(test.x), y_test=_tensor(test.y, torch.int64),
+                       x_pop=_tensor(pop.x), y_pop=_tensor(pop.y, torch.int64), unlearner=unlearner,
+                       schedule=unlearner.schedule_, w_original=unlearner.weights_.clone(),
+                       forget_positions=forget_pos, forget_ids=[str(train.ids[i]) for i in forget_pos])
+    ctx.extra["dataset"] = ds
+    ctx.extra["splits"] = splits
 
-    # -- exact retraining (the oracle) ---------------------------------------------------------------------------
     say("exact retraining", 0, 1)
     t0 = time.perf_counter()
-    w_re = retrain_without(model, x, y, sgd, schedule, forget_pos, normalisation=cfg.unlearning.normalisation,
-                           dtype=unlearner.dtype)
-    retrain_seconds = time.perf_counter() - t0
+    ctx.w_retrain = retrain_without(model, x, y, sgd, ctx.schedule, forget_pos,
+                                    normalisation=cfg.unlearning.normalisation, dtype=unlearner.dtype)
+    ctx.retrain_seconds = time.perf_counter() - t0
     say("exact retraining", 1, 1)
+    return ctx
 
-    # -- certificate and releases ---------------------------------------------------------------------------------
-    pc = cfg.privacy
-    w_hf_released, cert, sigma = unlearner.release(epsilon=pc.epsilon, delta=pc.delta, seed=cfg.seed + 1,
-                                                   mechanism=pc.mechanism)
-    # The retrained reference is released with the same σ and the SAME noise draw (common random numbers): the
-    # paired comparison then measures only what differs between the two models, not two independent noise draws.
-    w_re_released = release(w_re, sigma, cfg.seed + 1)
 
-    # -- measurements -----------------------------------------------------------------------------------------------
-    xf, yf = x[forget_pos], y[forget_pos]
-    xr, yr = x[retain_mask], y[retain_mask]
+def run_audit(cfg: AuditConfig, progress: Progress | None = None) -> tuple[dict, AuditArtefacts]:
+    """Run a complete audit. ``progress(step_name, done, total)`` is called on long steps."""
+    started, t_start = _now(), time.perf_counter()
+    say = progress or (lambda *_: None)
+    alpha, margin = cfg.audit.alpha, cfg.audit.margin
+    ctx = prepare_context(cfg, say)
+    ds, splits = ctx.extra["dataset"], ctx.extra["splits"]
+    w_orig, w_re = ctx.w_original, ctx.w_retrain
 
-    def accuracies(w):
-        return {"test": model.accuracy(w, xt, yt), "forget": model.accuracy(w, xf, yf),
-                "retain": model.accuracy(w, xr, yr)}
+    # -- unlearning methods ------------------------------------------------------------------------------------
+    outcomes = {}
+    for i, name in enumerate(cfg.unlearning.methods):
+        say("unlearning methods", i, len(cfg.unlearning.methods))
+        outcomes[name] = METHODS[name](ctx)
+    say("unlearning methods", len(outcomes), len(outcomes))
 
-    store_bytes = unlearner.recursion_.approximators.element_size() * unlearner.recursion_.approximators.numel()
-    d = lambda a, b: float((a.double() - b.double()).norm())                                   # noqa: E731
-    n_req = len(requests)
     methods = {
         "original": {"description": "model trained on all records, nothing removed", "certified": False,
-                     "distance_to_retrain": d(w_orig, w_re), "accuracy": accuracies(w_orig),
-                     "seconds_per_request": 0.0, "precompute_seconds": 0.0, "storage_bytes": 0},
+                     "distance_to_retrain": float((w_orig.double() - w_re.double()).norm()),
+                     "accuracy": ctx.accuracies(w_orig), "seconds_per_request": 0.0, "precompute_seconds": 0.0,
+                     "storage_bytes": 0},
         "retrain": {"description": f"exact replay of the schedule without U ({cfg.unlearning.normalisation} "
                                    "normalisation)", "certified": False, "distance_to_retrain": 0.0,
-                    "accuracy": accuracies(w_re), "accuracy_released": accuracies(w_re_released),
-                    "seconds_per_request": retrain_seconds, "precompute_seconds": 0.0, "storage_bytes": 0},
-        "hfocu": {"description": "HF-OCU: w_T + sum of approximators, plus Gaussian noise", "certified": True,
-                  "distance_to_retrain": d(w_hf, w_re), "distance_to_retrain_released": d(w_hf_released,
-                                                                                          w_re_released),
-                  "accuracy": accuracies(w_hf), "accuracy_released": accuracies(w_hf_released),
-                  "seconds_per_request": float(np.mean([r["seconds"] for r in requests])),
-                  "latency_seconds": {"p50": float(np.percentile([r["seconds"] for r in requests], 50)),
-                                      "p99": float(np.percentile([r["seconds"] for r in requests], 99)),
-                                      "n_requests": n_req},
-                  "precompute_seconds": unlearner.fit_seconds_, "storage_bytes": int(store_bytes),
-                  "curvature": unlearner.recursion_.curvature_name, "order": cfg.unlearning.order,
-                  "hvp_count": int(unlearner.recursion_.hvp_count)},
+                    "accuracy": ctx.accuracies(w_re), "seconds_per_request": ctx.retrain_seconds,
+                    "precompute_seconds": 0.0, "storage_bytes": 0},
     }
-    methods["hfocu"]["distance_ratio_original_over_hfocu"] = (
-        methods["original"]["distance_to_retrain"] / max(methods["hfocu"]["distance_to_retrain"], 1e-300))
+    for name, out in outcomes.items():
+        methods[name] = outcome_summary(ctx, out)
+        methods[name]["distance_ratio_original_over_method"] = (
+            methods["original"]["distance_to_retrain"] / max(methods[name]["distance_to_retrain"], 1e-300))
 
-    # -- attacks ----------------------------------------------------------------------------------------------------
-    say("attacks", 0, 1)
-    members, nonmembers, calibration = (xf, yf), (xp, yp), (xt, yt)
-    targets = [("original", "noiseless", w_orig), ("retrain", "released", w_re_released),
-               ("hfocu", "released", w_hf_released), ("retrain", "noiseless", w_re), ("hfocu", "noiseless", w_hf)]
-    attack_runs = {(t, s): measure.loss_attack(model, w, members, nonmembers, calibration, target=t, state=s,
-                                               alpha=alpha) for t, s, w in targets}
-    equivalence = [
-        measure.paired_equivalence(attack_runs[("hfocu", "released")], attack_runs[("retrain", "released")],
-                                   margin=margin, alpha=alpha, label="hfocu vs retrain (released, primary)"),
-        measure.paired_equivalence(attack_runs[("hfocu", "noiseless")], attack_runs[("retrain", "noiseless")],
-                                   margin=margin, alpha=alpha, label="hfocu vs retrain (noiseless internal state)"),
-        measure.paired_equivalence(attack_runs[("original", "noiseless")], attack_runs[("retrain", "noiseless")],
-                                   margin=margin, alpha=alpha, label="original vs retrain (control: power check)"),
-        measure.chance_equivalence(attack_runs[("hfocu", "released")], margin=margin, alpha=alpha,
-                                   label="hfocu (released) vs chance 0.5"),
-    ]
-    say("attacks", 1, 1)
-    emp_eps = measure.weight_space_epsilon(w_hf, w_re, sigma, pc.delta, pc.epsilon, draws=20000,
-                                           seed=cfg.seed + 2, alpha=alpha)
+    # -- attacks on every target; each method is compared with the retrained model released at its own σ ----------
+    targets = {("original", "noiseless"): w_orig, ("retrain", "noiseless"): w_re}
+    pairs = []          # (method key, reference key, label)
+    for name, out in outcomes.items():
+        if out.sigma > 0:
+            ref_key = ("retrain", f"released σ={out.sigma:.4g}")
+            targets[ref_key] = release(w_re, out.sigma, ctx.noise_seed)     # same σ, same draw (common random numbers)
+            targets[(name, "released")] = out.released
+            pairs.append(((name, "released"), ref_key, f"{name} vs retrain (released, same σ and noise draw)"))
+        targets[(name, "noiseless")] = out.weights
+        pairs.append(((name, "noiseless"), ("retrain", "noiseless"),
+                      f"{name} vs retrain (noiseless{' internal state' if out.sigma > 0 else ''})"))
+    pairs.append((("original", "noiseless"), ("retrain", "noiseless"), "original vs retrain (control: power check)"))
 
-    # -- privacy-utility sweep --------------------------------------------------------------------------------------
-    tradeoff = privacy_utility_sweep(model, w_hf, w_re, cfg.audit.sweep_sigmas + [sigma], cert.sensitivity,
-                                     pc.delta, members, nonmembers, (xt, yt), seed=cfg.seed + 3, alpha=alpha,
-                                     progress=lambda dd, tt: say("privacy-utility sweep", dd, tt))
+    runs = {}
+    todo = [(a, key) for a in cfg.audit.attacks for key in targets]
+    for i, (attack, key) in enumerate(todo):
+        say("attacks", i, len(todo))
+        runs[(attack, key)] = ATTACKS[attack](ctx, targets[key], key[0], key[1])
+    say("attacks", len(todo), len(todo))
 
-    verdict = decide(equivalence[0], equivalence[2], emp_eps, alpha=alpha, margin=margin)
+    equivalence = []
+    for attack in cfg.audit.attacks:
+        for a_key, b_key, label in pairs:
+            row = measure.paired_equivalence(runs[(attack, a_key)], runs[(attack, b_key)], margin=margin,
+                                             alpha=alpha, label=label)
+            row.update(method=a_key[0], state=a_key[1], attack_key=attack)
+            equivalence.append(row)
+
+    primary = PRIMARY_METHOD if PRIMARY_METHOD in outcomes else next(iter(outcomes))
+    p_out = outcomes[primary]
+    pc = cfg.privacy
+    emp_eps = measure.weight_space_epsilon(p_out.weights, w_re, p_out.sigma, pc.delta, pc.epsilon, draws=20000,
+                                           seed=cfg.seed + 2, alpha=alpha) if p_out.certified else \
+        {"status": "not applicable", "reason": f"{primary} is not certified"}
+
+    tradeoff = []
+    if p_out.certified:
+        tradeoff = privacy_utility_sweep(ctx.model, p_out.weights, w_re, cfg.audit.sweep_sigmas + [p_out.sigma],
+                                         p_out.certificate["sensitivity"], pc.delta, ctx.forget,
+                                         (ctx.x_pop, ctx.y_pop), (ctx.x_test, ctx.y_test), seed=cfg.seed + 3,
+                                         alpha=alpha, progress=lambda d, t: say("privacy-utility sweep", d, t))
+
+    primary_state = "released" if p_out.sigma > 0 else "noiseless"
+    primary_rows = [e for e in equivalence if e["method"] == primary and e["state"] == primary_state]
+    control_rows = [e for e in equivalence if e["method"] == "original"]
+    verdict = decide(primary_rows, control_rows, emp_eps, alpha=alpha, margin=margin, method=primary)
+
     results = {
         "schema_version": SCHEMA_VERSION,
         "tool": {"name": "unlearn-audit", "version": __version__},
         "run": {"started": started, "finished": _now(), "seconds": time.perf_counter() - t_start,
                 "seed": cfg.seed, "config_digest": cfg.digest()},
-        "environment": environment(),
+        "environment": __import__("unlearn_audit.audit.environment", fromlist=["environment"]).environment(),
         "disclaimer": "Technical evidence about a machine-unlearning procedure; not legal advice.",
-        "data": {"dataset": ds.name, "n_total": ds.n, "n_train": train.n, "n_test": test.n,
-                 "n_population": pop.n, "n_classes": ds.n_classes, "feature_shape": list(train.feature_shape),
-                 "data_digest": ds.digest(), "standardize": dc.standardize, "unit_norm": dc.unit_norm,
-                 "max_feature_norm": float(np.linalg.norm(train.x.reshape(train.n, -1), axis=1).max())},
-        "model": {"kind": model.kind, "n_parameters": model.dim, "description": model.describe(),
+        "data": {"dataset": ds.name, "n_total": ds.n, "n_train": len(ctx.x), "n_test": len(ctx.x_test),
+                 "n_population": len(ctx.x_pop), "n_classes": ds.n_classes,
+                 "feature_shape": list(splits.train.feature_shape), "data_digest": ds.digest(),
+                 "standardize": cfg.data.standardize, "unit_norm": cfg.data.unit_norm,
+                 "max_feature_norm": float(ctx.x.reshape(len(ctx.x), -1).double().norm(dim=1).max())},
+        "model": {"kind": ctx.model.kind, "n_parameters": ctx.model.dim, "description": ctx.model.describe(),
                   "weights_hash": weights_hash(w_orig)},
-        "training": {**sgd.__dict__, "n_steps": schedule.n_steps, "schedule_digest": schedule.digest(),
-                     "seconds_with_approximators": unlearner.fit_seconds_,
-                     "accuracy_train": model.accuracy(w_orig, x, y), "accuracy_test": model.accuracy(w_orig, xt, yt)},
-        "forget_set": {"n": len(forget_pos), "fraction": len(forget_pos) / len(x),
-                       "source": cfg.unlearning.forget_file or "random", "requests": requests},
-        "certificate": {"epsilon": pc.epsilon, "delta": pc.delta, "mechanism": pc.mechanism,
-                        "sigma": sigma, "noise_seed": cfg.seed + 1, **cert.to_dict()},
+        "training": {**ctx.sgd.__dict__, "n_steps": ctx.schedule.n_steps, "schedule_digest": ctx.schedule.digest(),
+                     "seconds_with_approximators": ctx.unlearner.fit_seconds_,
+                     "accuracy_train": ctx.model.accuracy(w_orig, ctx.x, ctx.y),
+                     "accuracy_test": ctx.model.accuracy(w_orig, ctx.x_test, ctx.y_test)},
+        "forget_set": {"n": len(ctx.forget_positions), "fraction": len(ctx.forget_positions) / len(ctx.x),
+                       "source": cfg.unlearning.forget_file or "random", "requests": p_out.requests},
+        "primary_method": primary,
+        "certificate": p_out.certificate,
         "methods": methods,
-        "attacks": [{k: v for k, v in a.items() if not k.startswith("_")} for a in attack_runs.values()],
+        "attacks": [{k: v for k, v in a.items() if not k.startswith("_")} for a in runs.values()],
         "equivalence": equivalence,
         "empirical_epsilon": emp_eps,
         "tradeoff": tradeoff,
         "verdict": verdict,
     }
-    artefacts = AuditArtefacts(
-        weights={"original": w_orig.numpy(), "hfocu_internal": w_hf.numpy(), "hfocu_released": w_hf_released.numpy(),
-                 "retrain": w_re.numpy()},
-        forget_ids=forget_ids)
-    results["_plot_data"] = {f"{t}/{s}": a["_scores"] for (t, s), a in attack_runs.items()}
+    weights = {"original": w_orig.numpy(), "retrain": w_re.numpy()}
+    for name, out in outcomes.items():
+        weights[f"{name}_internal"] = out.weights.numpy()
+        weights[f"{name}_released"] = out.released.numpy()
+    artefacts = AuditArtefacts(weights=weights, forget_ids=ctx.forget_ids, context=ctx)
+    results["_plot_data"] = {f"{a}:{t}/{s}": r["_scores"] for (a, (t, s)), r in runs.items()}
     return results, artefacts

@@ -28,8 +28,8 @@ def roc_plots(scores: dict[str, tuple[np.ndarray, np.ndarray]]) -> str:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
     for key, (m, n) in scores.items():
         roc = roc_curve_exact(m, n)
-        target = key.split("/")[0]
-        style = "-" if key.endswith("released") or target == "original" else "--"
+        target = key.split(":")[-1].split("/")[0]
+        style = "--" if key.endswith("noiseless") and target != "original" else "-"
         for ax in axes:
             ax.plot(roc.fpr, roc.tpr, style, color=COLORS.get(target, "grey"), label=f"{key} (AUC {roc.auc:.3f})")
     grid = np.logspace(-4, 0, 50)
