@@ -68,7 +68,7 @@ class ApproximatorRecursion:
         if len(rows) == 0:
             return
         w = ctx.w
-        for start in range(0, len(rows), self.chunk_size):
+        for start in range(0, len(rows), self.chunk_size):  # chunks bound the memory of one batched HVP
             r = rows[start:start + self.chunk_size]
             V = self.approximators[r].to(w.dtype)
             if self.linear_step:
@@ -93,7 +93,7 @@ class ApproximatorRecursion:
         keep = rows >= 0
         if not keep.any():
             return
-        sel = torch.as_tensor(np.nonzero(keep)[0])
+        sel = torch.as_tensor(np.nonzero(keep)[0], device=self.device)
         rows_t = torch.as_tensor(rows[keep], device=self.device)
         g = self.op.per_sample_grads(ctx)[sel]                                   # (m, d) at w_t
         inj = self._injection_vectors(info, g)
@@ -135,4 +135,4 @@ class ApproximatorRecursion:
         rows = self.row_of[np.asarray(positions, dtype=np.int64)]
         if (rows < 0).any():
             raise KeyError("some positions have no approximator (not among the candidates)")
-        return self.approximators[torch.as_tensor(rows)]
+        return self.approximators[torch.as_tensor(rows, device=self.approximators.device)]

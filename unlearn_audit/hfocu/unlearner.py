@@ -19,11 +19,25 @@ import torch
 
 from unlearn_audit.certify import (SensitivityCertificate, calibrate, power_iteration_rho, recursion_certificate,
                                    release, softmax_regression_constants)
+from unlearn_audit.hfocu.chunked import SoftmaxTrajectory, softmax_chunk_outer
 from unlearn_audit.hfocu.recursion import ApproximatorRecursion, Order
+from unlearn_audit.hfocu.replay import WeightTrajectory, replay_unlearn
 from unlearn_audit.models import FunctionalModel
 from unlearn_audit.training import SGDConfig, StepInfo, TrainResult, train_sgd
 
-Mode = Literal["all", "candidates"]
+Mode = Literal["all", "candidates", "replay"]
+Layout = Literal["auto", "time_outer", "chunk_outer"]
+
+
+def resolve_device(device: str) -> torch.device:
+    """``cpu``, ``cuda`` or ``auto`` (cuda when available, else cpu). Asking for cuda without a GPU is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but no CUDA GPU is available; use 'auto' or 'cpu'")
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'auto', got '{device}'")
+    return torch.device(device)
 
 
 class UnlearningError(ValueError):
@@ -55,7 +69,12 @@ class HFOCUUnlearner:
     Args:
         model: a :class:`~unlearn_audit.models.FunctionalModel`.
         sgd: training hyper-parameters (the update map the approximators linearise).
-        mode: ``all`` keeps an approximator per training record; ``candidates`` only for ``candidates`` (ids).
+        mode: ``all`` keeps an approximator per training record; ``candidates`` only for ``candidates`` (ids);
+            ``replay`` keeps the weight trajectory and computes each request by one recursion (T HVPs).
+        layout: ``chunk_outer`` (softmax regression without clipping: a tiny trajectory during training, then
+            cache-sized chunks of records through all steps — fastest on a CPU), ``time_outer`` (all vectors
+            advance together during training; any model), or ``auto``.
+        device: ``cpu``, ``cuda`` or ``auto``.
         curvature: ``exact`` (Hessian) or ``gauss-newton`` (named as such in results).
         order: ``propagate_first`` (the derivation) or ``inject_first`` (the paper's public code, for comparison).
         dtype: dtype of training weights and approximators.
@@ -63,14 +82,25 @@ class HFOCUUnlearner:
 
     def __init__(self, model: FunctionalModel, sgd: SGDConfig, *, mode: Mode = "all",
                  candidates: list[str] | None = None, curvature: str = "exact", order: Order = "propagate_first",
-                 dtype: torch.dtype = torch.float32, chunk_size: int = 256):
-        if mode not in ("all", "candidates"):
-            raise ValueError(f"mode must be 'all' or 'candidates' here, got '{mode}' (replay: see hfocu.replay)")
+                 dtype: torch.dtype = torch.float32, chunk_size: int = 256, layout: Layout = "auto",
+                 device: str = "cpu"):
+        if mode not in ("all", "candidates", "replay"):
+            raise ValueError(f"mode must be 'all', 'candidates' or 'replay', got '{mode}'")
+        if layout not in ("auto", "time_outer", "chunk_outer"):
+            raise ValueError(f"layout must be 'auto', 'time_outer' or 'chunk_outer', got '{layout}'")
         if mode == "candidates" and not candidates:
             raise ValueError("mode 'candidates' needs a non-empty list of candidate record ids")
         self.model, self.sgd, self.mode = model, sgd, mode
         self.candidates = candidates
         self.curvature, self.order, self.dtype, self.chunk_size = curvature, order, dtype, chunk_size
+        self.layout, self.device = layout, resolve_device(device)
+
+    def _resolved_layout(self) -> str:
+        plain = (self.model.kind == "softmax" and self.sgd.clip == "none" and self.sgd.weight_norm_bound is None
+                 and self.curvature in ("exact", "gauss-newton"))
+        if self.layout == "chunk_outer" and not plain:
+            raise ValueError("layout 'chunk_outer' needs softmax regression without clipping or projection")
+        return "chunk_outer" if (self.layout == "chunk_outer" or (self.layout == "auto" and plain)) else "time_outer"
 
     # -- training ---------------------------------------------------------------------------------------------
     def fit(self, x: torch.Tensor, y: torch.Tensor, ids, *, progress: Callable[[int, int], None] | None = None):
@@ -83,13 +113,31 @@ class HFOCUUnlearner:
         if self.mode == "candidates":
             tracked = self._positions(self.candidates, check_deleted=False)
         self.recursion_ = ApproximatorRecursion(self.model, self.sgd, len(x), tracked, curvature=self.curvature,
-                                                order=self.order, dtype=self.dtype, chunk_size=self.chunk_size)
+                                                order=self.order, dtype=self.dtype, chunk_size=self.chunk_size,
+                                                device=self.device)
+        x, y = x.to(self.device), y.to(self.device)
         self.x_, self.y_ = x, y
         n_steps = self.sgd.epochs * int(np.ceil(len(x) / self.sgd.batch_size))
         self.probe_ = _TrajectoryProbe(every=max(1, n_steps // 8))
-        hooks = [self.recursion_] if self.model.kind == "softmax" else [self.recursion_, self.probe_]
+        self.layout_ = "replay" if self.mode == "replay" else self._resolved_layout()
+        hooks = [] if self.model.kind == "softmax" else [self.probe_]
+        if self.layout_ == "replay":
+            self.trajectory_ = WeightTrajectory()
+            hooks.append(self.trajectory_)
+            self.recursion_.approximators = self.recursion_.approximators[:0]
+        elif self.layout_ == "chunk_outer":
+            self.trajectory_ = SoftmaxTrajectory()
+            hooks.append(self.trajectory_)
+        else:
+            hooks.append(self.recursion_)
         start = time.perf_counter()
         result: TrainResult = train_sgd(self.model, x, y, self.sgd, hooks=hooks, dtype=self.dtype, progress=progress)
+        if self.layout_ == "chunk_outer":
+            approx, hvps = softmax_chunk_outer(x, y, self.model.n_classes, self.sgd.lam, self.trajectory_,
+                                               self.recursion_.tracked_positions, dtype=self.dtype,
+                                               order=self.order)
+            self.recursion_.approximators = approx
+            self.recursion_.hvp_count = hvps
         self.fit_seconds_ = time.perf_counter() - start
         self.train_result_ = result
         self.weights_ = result.weights
@@ -118,6 +166,9 @@ class HFOCUUnlearner:
     def approximator_sum(self, record_ids) -> torch.Tensor:
         """Σ_u a_u for the given ids (does not change the state)."""
         pos = self._positions(record_ids, check_deleted=False)
+        if self.layout_ == "replay":
+            return replay_unlearn(self.model, self.sgd, self.x_, self.y_, self.schedule_, self.trajectory_, pos,
+                                  curvature=self.curvature, order=self.order).to(self.state_.dtype)
         if (self.recursion_.row_of[pos] < 0).any():
             bad = self.ids_[pos[self.recursion_.row_of[pos] < 0][0]]
             raise UnlearningError(f"record id '{bad}' has no approximator (not among the declared candidates)")
@@ -127,6 +178,10 @@ class HFOCUUnlearner:
         """Apply one deletion request to the internal noiseless state: w̄ ← w̄ + Σ_u a_u."""
         start = time.perf_counter()
         pos = self._positions(record_ids)
+        if self.layout_ == "replay":
+            self.state_ += self.approximator_sum(record_ids)
+            self.deleted_ += [str(r) for r in record_ids]
+            return DeletionReceipt([str(r) for r in record_ids], time.perf_counter() - start)
         rows = self.recursion_.row_of[pos]
         if (rows < 0).any():
             raise UnlearningError(f"record id '{self.ids_[pos[rows < 0][0]]}' has no approximator "

@@ -125,12 +125,12 @@ def train_sgd(model: FunctionalModel, x: torch.Tensor, y: torch.Tensor, cfg: SGD
     n = len(x)
     if schedule is None:
         schedule = Schedule.make(n, cfg.epochs, cfg.batch_size, cfg.lr, cfg.decay, cfg.seed)
-    w = (model.initial_weights(dtype) if w0 is None else w0.to(dtype)).clone()
+    w = (model.initial_weights(dtype) if w0 is None else w0.to(dtype)).clone().to(x.device)
     x = x.to(dtype)
     start = time.perf_counter()
     max_norm = float(w.norm())
     for t, (pos, lr) in enumerate(zip(schedule.batches, schedule.lrs)):
-        pos_t = torch.as_tensor(pos)
+        pos_t = torch.as_tensor(pos, device=x.device)
         bx, by = x[pos_t], y[pos_t]
         info = StepInfo(t, w, pos, bx, by, float(lr))
         for hook in hooks:
@@ -158,14 +158,14 @@ def retrain_without(model: FunctionalModel, x: torch.Tensor, y: torch.Tensor, cf
         raise ValueError(f"normalisation must be 'sum' or 'mean', got '{normalisation}'")
     forget = np.zeros(schedule.n_train, dtype=bool)
     forget[np.asarray(forget_positions, dtype=np.int64)] = True
-    w = (model.initial_weights(dtype) if w0 is None else w0.to(dtype)).clone()
+    w = (model.initial_weights(dtype) if w0 is None else w0.to(dtype)).clone().to(x.device)
     x = x.to(dtype)
     for pos, lr in zip(schedule.batches, schedule.lrs):
         keep = pos[~forget[pos]]
         if len(keep) == 0 and normalisation == "mean":
             continue
         normaliser = float(len(pos)) if normalisation == "sum" else float(len(keep))
-        kt = torch.as_tensor(keep)
+        kt = torch.as_tensor(keep, device=x.device)
         with torch.no_grad():
             w = update_map(model, cfg, float(lr), x[kt], y[kt], normaliser)(w).detach()
     return w
