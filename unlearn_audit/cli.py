@@ -13,6 +13,7 @@ USAGE_ERROR = 2
 
 
 def _fail(message: str) -> None:
+    message = " ".join(str(message).split())            # exactly one line, whatever the error text held
     click.echo(f"error: {message}", err=True)
     sys.exit(USAGE_ERROR)
 
@@ -31,19 +32,34 @@ def _input_errors():
 
 
 class _Progress:
-    """rich progress bars, one task per pipeline step."""
+    """Progress of the pipeline's steps on stderr. On a terminal: one rich bar per step (spinner, bar, count for
+    counted steps, elapsed time; a tick when done). Otherwise (logs, CI, pipes): one plain line per finished step."""
 
     def __init__(self, console):
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-        self.bar = Progress(TextColumn("{task.description:<28}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                            TimeElapsedColumn(), console=console, transient=False)
-        self.tasks = {}
+        self.console = console
+        self.live = console.is_terminal
+        self.bar = Progress(SpinnerColumn(finished_text="[green]✓[/]"), TextColumn("{task.description:<28}"),
+                            BarColumn(bar_width=32), TextColumn("{task.fields[count]:>9}"), TimeElapsedColumn(),
+                            console=console, transient=False, disable=not self.live)
+        self.tasks: dict[str, int] = {}
+        self.started: dict[str, float] = {}
+        self.finished: set[str] = set()
 
     def __call__(self, step: str, done: int, total: int) -> None:
+        import time
+
+        count = f"{done}/{total}" if total > 1 else ""
         if step not in self.tasks:
-            self.tasks[step] = self.bar.add_task(step, total=total)
-        self.bar.update(self.tasks[step], completed=done, total=total)
+            self.tasks[step] = self.bar.add_task(step, total=max(total, 1), count=count)
+            self.started[step] = time.perf_counter()
+        self.bar.update(self.tasks[step], completed=done, total=max(total, 1), count=count)
+        if done >= total and step not in self.finished:
+            self.finished.add(step)
+            if not self.live:
+                self.console.print(f"done: {step} ({time.perf_counter() - self.started[step]:.1f} s)", highlight=False,
+                                   markup=False)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -138,6 +154,89 @@ def calibrate(epsilon, delta, sensitivity, mechanism):
     except _input_errors() as err:
         _fail(str(err))
     click.echo(f"{sigma:.6g}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--requests", "requests_file", type=click.Path(dir_okay=False), required=True,
+              help="File with one record id per line: the whole file is one deletion request.")
+@click.option("--epsilon", type=float, default=1.0, show_default=True, help="ε > 0 of the released model")
+@click.option("--delta", type=float, default=1e-5, show_default=True, help="δ in (0, 1)")
+@click.option("--mechanism", type=click.Choice(["analytic", "classic"]), default="analytic", show_default=True)
+@click.option("--request-id", default=None, help="Idempotency key (default: the SHA-256 of the requests file).")
+def forget(run_dir, requests_file, epsilon, delta, mechanism, request_id):
+    """Delete records from a finished run's model through its deletion ledger, and release it certified.
+
+    RUN_DIR is an audit run folder (with trained_run/) or a trained-run folder. The request is recorded in
+    RUN_DIR/ledger.sqlite; re-sending the same request id applies it once. The released weights (fresh noise
+    calibrated to every record deleted so far) go to RUN_DIR/releases/<request_id>.npy.
+
+    \b
+    Example:
+      printf 'digits:17\\ndigits:302\\n' > erase.txt
+      unlearn-audit forget reports/run-20250101-120000 --requests erase.txt --epsilon 1 --delta 1e-5
+    Exit codes: 0 done (or already done), 2 usage or input error.
+    """
+    from unlearn_audit.hfocu.durable import forget_from_file
+    from unlearn_audit.ledger import LedgerError
+
+    try:
+        receipt, path, recovered = forget_from_file(run_dir, requests_file, epsilon=epsilon, delta=delta,
+                                                    mechanism=mechanism, request_id=request_id)
+    except _input_errors() + (LedgerError,) as err:
+        _fail(str(err))
+    except OSError as err:
+        _fail(f"{err.filename or run_dir}: {err.strerror or err}")
+    for entry in recovered:
+        click.echo(f"recovered: pending request {entry.request_id} from an interrupted run was rolled back "
+                   "(never applied, never released)")
+    for line in receipt.describe():
+        click.echo(line)
+    click.echo(f"released weights: {path}")
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="Audit TOML config (data, model, training sections). Default: the bundled digits audit.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
+              help="Output folder (store/, weights.npy, schedule.npz, precompute.json). Must be empty unless --force.")
+@click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes, each owning a contiguous shard of the records.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="cuda/auto: nccl with one GPU per process when available, else CPU with gloo.")
+@click.option("--store-dtype", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True)
+@click.option("--chunk-rows", type=click.IntRange(min=1), default=None, help="Rows per store chunk (default ~16 MiB).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Torch threads per process.")
+@click.option("--force", is_flag=True, help="Replace a previous precompute in --out.")
+@click.option("--start-method", type=click.Choice(["spawn", "fork"]), default="spawn", show_default=True,
+              help="How workers start; fork (CPU only) skips their import time.")
+@click.option("--verbose", is_flag=True, help="Log the per-epoch weight checks.")
+def precompute(config_path, out_dir, nproc, device, store_dtype, chunk_rows, threads, force, start_method, verbose):
+    """Sharded HF-OCU approximator precompute on torch.distributed (gloo on CPU, nccl on GPUs).
+
+    \b
+    Examples:
+      unlearn-audit precompute --config audit.toml --out runs/pre --nproc 2
+      torchrun --nproc_per_node 2 -m unlearn_audit.hfocu.distributed --config audit.toml --out runs/pre
+    """
+    from unlearn_audit.config import load_config
+    from unlearn_audit.hfocu.distributed import DistributedError, run_precompute
+    from unlearn_audit.hfocu.store import StoreError
+
+    try:
+        cfg = load_config(config_path)
+        info = run_precompute(cfg, Path(out_dir), nproc=nproc, device=device, store_dtype=store_dtype,
+                              chunk_rows=chunk_rows, force=force, threads=threads, verbose=verbose,
+                              start_method=start_method)
+    except _input_errors() + (DistributedError, StoreError) as err:
+        _fail(str(err))
+    click.echo(f"precompute: n={info['n']} d={info['d']} on {info['world_size']} process(es) ({info['backend']}) "
+               f"in {info['wall_seconds']:.2f} s")
+    if info.get("quantisation"):
+        click.echo(f"bfloat16 store: max row relative error {info['quantisation']['max_row_relative_error']:.3g}")
+    if info.get("device_note"):
+        click.echo(f"note: {info['device_note']}")
+    click.echo(f"store: {info['store']} ({info['store_bytes'] / 2 ** 20:.1f} MiB)")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import numpy as np
 
 from unlearn_audit.audit.pipeline import Progress, run_audit
 from unlearn_audit.config import AuditConfig
+from unlearn_audit.hfocu.durable import save_trained_run
 from unlearn_audit.report import write_report
 
 
@@ -69,6 +70,9 @@ def execute_audit(cfg: AuditConfig, out_dir: Path, *, force: bool = False, pdf: 
         np.savez(art / "scores.npz", **{f"{k}/members": m for k, (m, _) in scores.items()},
                  **{f"{k}/nonmembers": n for k, (_, n) in scores.items()})
         (art / "forget_ids.txt").write_text("\n".join(artefacts.forget_ids) + "\n", encoding="utf-8")
+        # The trained model and its approximators, so `unlearn-audit forget RUN_DIR` can serve deletion requests.
+        if artefacts.context is not None and artefacts.context.unlearner.mode != "replay":
+            save_trained_run(tmp / "trained_run", artefacts.context.unlearner)
         if progress:
             progress("writing report", 0, 1)
         write_report(tmp, results, pdf=pdf)
