@@ -298,10 +298,15 @@ class ShadowProtocol:
     The caller's target model must be trained on target-part records only (:meth:`target_pair` runs the
     same protocol there with the same factory). Record ids are pool positions, so the in-sample check
     of the attacks sees that shadow and target records are disjoint.
+
+    ``shadow_positions`` (optional) fixes the shadow part instead of the seeded random split, for a target
+    model that already exists: pass the pool positions the attacker may use for shadows (none of the
+    target's query records); the target part is then every other position.
     """
 
     def __init__(self, shadow_factory: ShadowFactory, pool_size: int, n_shadows: int, deletions_per_shadow: int,
-                 seed: int = 0, shadow_fraction: float = 0.5, train_fraction: float = 0.5):
+                 seed: int = 0, shadow_fraction: float = 0.5, train_fraction: float = 0.5,
+                 shadow_positions: Any = None):
         if not callable(shadow_factory):
             raise InvalidInputError("shadow_factory: expected a callable")
         if pool_size < 4 or n_shadows < 1 or deletions_per_shadow < 1:
@@ -312,10 +317,24 @@ class ShadowProtocol:
         self.pool_size, self.n_shadows = int(pool_size), int(n_shadows)
         self.deletions_per_shadow, self.seed = int(deletions_per_shadow), int(seed)
         self.shadow_fraction, self.train_fraction = float(shadow_fraction), float(train_fraction)
-        perm = np.random.default_rng([self.seed, 0x5AD]).permutation(self.pool_size)
-        cut = int(round(self.shadow_fraction * self.pool_size))
-        self.shadow_positions = np.sort(perm[:cut])
-        self.target_positions = np.sort(perm[cut:])
+        if shadow_positions is None:
+            perm = np.random.default_rng([self.seed, 0x5AD]).permutation(self.pool_size)
+            cut = int(round(self.shadow_fraction * self.pool_size))
+            self.shadow_positions = np.sort(perm[:cut])
+            self.target_positions = np.sort(perm[cut:])
+        else:
+            sp = to_numpy(shadow_positions).ravel()
+            if sp.size and not np.issubdtype(sp.dtype, np.integer):
+                raise InvalidInputError("shadow_positions: expected integer pool positions")
+            sp = np.unique(sp.astype(np.int64))
+            if sp.size < 2 or sp[0] < 0 or sp[-1] >= self.pool_size:
+                raise InvalidInputError(f"shadow_positions: expected at least 2 distinct positions in "
+                                        f"[0, {self.pool_size}), got {sp.size}" +
+                                        (f" from {sp[0]} to {sp[-1]}" if sp.size else ""))
+            self.shadow_positions = sp
+            self.target_positions = np.setdiff1d(np.arange(self.pool_size), sp)
+            self.shadow_fraction = sp.size / self.pool_size
+            cut = sp.size
         n_train = int(round(self.train_fraction * cut))
         if self.deletions_per_shadow > min(n_train, cut - n_train):
             raise InvalidInputError(

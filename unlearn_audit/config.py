@@ -20,20 +20,39 @@ class ConfigError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # strict: TOML is typed, so "30" for an int or "yes" for a bool is an error, not a silent conversion;
+    # allow_inf_nan=False: TOML's inf/nan are refused; field docstrings are the key's documentation (docs/config.md).
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True, allow_inf_nan=False,
+                              use_attribute_docstrings=True)
 
 
 class DataConfig(_Section):
+    """Which records, and how they are split into train / test / population (seeded by `seed`)."""
+
     dataset: str = "digits"
+    """Data set: digits, breast_cancer, wine, mnist5000, fashion_mnist, mnist_idx, cifar10_local, npz or csv
+    (all read offline; `unlearn_audit.data.available_datasets()` describes each)."""
     data_dir: str | None = None
+    """Folder of data files: required for mnist_idx and cifar10_local, optional for fashion_mnist (default: the
+    Debian package's folder); refused for the other data sets."""
     path: str | None = None
+    """Your data file: required for npz (arrays x, y, optional ids) and csv; refused for the other data sets."""
     label_column: str | None = None
+    """Name of the label column of a csv file (unset = 'label'); csv only."""
     train_fraction: float = Field(0.3, gt=0, lt=1)
+    """Fraction of the records the target model is trained on (the forget set is drawn from them)."""
     test_fraction: float = Field(0.2, gt=0, lt=1)
+    """Fraction held out, never trained on: test accuracy and the attacks' threshold calibration."""
     population_fraction: float = Field(0.5, gt=0, lt=1)
+    """Fraction never trained on that serves as the attacks' non-members (label 0). The three fractions may sum to
+    at most 1."""
     max_train: int | None = Field(None, gt=0)
+    """Cap on the number of training records after the split (unset = no cap)."""
     standardize: bool = True
+    """Standardise features with the training split's mean and standard deviation."""
     unit_norm: bool = True
+    """Project every record onto the unit L2 ball (‖x‖ ≤ 1). Keeps the certificate's constants (feature norm, loss
+    smoothness, gradient bound) small; without it the sensitivity bound, and so the noise, grows with ‖x‖."""
 
     @field_validator("dataset")
     @classmethod
@@ -52,56 +71,159 @@ class DataConfig(_Section):
             raise ValueError(f"train_fraction + test_fraction + population_fraction = {total:g} exceeds 1")
         return self
 
+    @model_validator(mode="after")
+    def _dataset_options(self):
+        needs = {"npz": "path", "csv": "path", "mnist_idx": "data_dir", "cifar10_local": "data_dir"}
+        takes = {"npz": {"path"}, "csv": {"path", "label_column"}, "mnist_idx": {"data_dir"},
+                 "cifar10_local": {"data_dir"}, "fashion_mnist": {"data_dir"}}.get(self.dataset, set())
+        for key in ("data_dir", "path", "label_column"):
+            if getattr(self, key) is not None and key not in takes:
+                raise ValueError(f"{key}: dataset '{self.dataset}' does not take {key}")
+        need = needs.get(self.dataset)
+        if need and getattr(self, need) is None:
+            raise ValueError(f"{need}: dataset '{self.dataset}' needs {need}")
+        if self.path is not None and not Path(self.path).is_file():
+            raise ValueError(f"path: file not found: {self.path}")
+        if self.data_dir is not None and not Path(self.data_dir).is_dir():
+            raise ValueError(f"data_dir: folder not found: {self.data_dir}")
+        return self
+
 
 class ModelConfig(_Section):
+    """The target model (trained by SGD while the HF-OCU approximators are kept)."""
+
     kind: Literal["softmax", "mlp"] = "softmax"
+    """Model: softmax (multinomial logistic regression: closed-form Hessian-vector products, analytic certificate
+    constants) or mlp (one hidden layer: vmapped Hessian-vector products, measured certificate constants)."""
     hidden: int = Field(64, gt=0)
+    """Hidden units of the mlp (ignored by softmax)."""
 
 
 class TrainingConfig(_Section):
+    """Mini-batch SGD over a recorded batch schedule; step size η_t = lr·decay^t (t counts steps)."""
+
     epochs: int = Field(30, gt=0)
+    """Passes over the training records."""
     batch_size: int = Field(32, gt=0)
+    """Records per mini-batch |B_t|."""
     lr: float = Field(1.5, gt=0)
+    """Initial step size η_0."""
     decay: float = Field(0.995, gt=0, le=1)
+    """Step-size decay γ per step: η_t = η_0·γ^t."""
     lam: float = Field(0.01, ge=0)
+    """L2 regularisation λ of the per-sample loss CE + (λ/2)‖w‖², on all parameters."""
     clip: Literal["none", "per_sample", "batch"] = "none"
+    """Gradient clipping: none, per_sample (each record's gradient to norm ≤ clip_norm; bounds the certificate's
+    gradient constant G) or batch (the mean batch gradient)."""
     clip_norm: float | None = Field(None, gt=0)
+    """Clipping norm C; required when clip is not none, refused when it is."""
     weight_norm_bound: float | None = Field(None, gt=0)
+    """Project the weights onto ‖w‖ ≤ R after every step (unset = no projection)."""
 
     @model_validator(mode="after")
     def _clip_needs_norm(self):
         if self.clip != "none" and self.clip_norm is None:
-            raise ValueError(f"clip = '{self.clip}' needs clip_norm")
+            raise ValueError(f"clip_norm: required when clip = '{self.clip}'")
+        if self.clip == "none" and self.clip_norm is not None:
+            raise ValueError("clip_norm: set, but clip = 'none' (set clip = 'per_sample' or 'batch', or remove it)")
         return self
 
 
 class UnlearningConfig(_Section):
+    """Which records are deleted (the forget set U), and how each method unlearns them."""
+
     forget_fraction: float = Field(0.1, gt=0, lt=1)
+    """Fraction of the training records drawn at random (seeded) as the forget set, when forget_file is unset."""
     forget_file: str | None = None
-    methods: list[Literal["hfocu"]] = ["hfocu"]
+    """Text file of record ids to delete, one per line (overrides forget_fraction); ids must be training records."""
+    methods: list[Literal["hfocu", "cns", "ns", "ij", "finetune", "neggrad", "dpsgd"]] = ["hfocu"]
+    """Unlearning methods to run and compare, all on the same model and forget set; the first certified one
+    (hfocu when listed) is the one the verdict is about. hfocu (HF-OCU); cns (Zhang et al. 2024's certified Newton
+    step, LiSSA, certified); ns (Newton step, Sekhari et al. 2021) and ij (infinitesimal jackknife), both
+    uncertified here; finetune and neggrad (uncertified contrast); dpsgd (a model trained with Opacus DP-SGD at
+    privacy.epsilon, no deletion step). Options in [baselines]."""
     normalisation: Literal["sum", "mean"] = "sum"
+    """Exact retraining reference: sum divides each replayed batch by its original size (what HF-OCU approximates),
+    mean by the number of records left in it."""
     curvature: Literal["exact", "gauss-newton"] = "exact"
+    """Curvature in the HF-OCU recursion: the exact Hessian, or the Gauss-Newton approximation (PSD, cheaper;
+    named as such in the results)."""
     order: Literal["propagate_first", "inject_first"] = "propagate_first"
-    requests: int = Field(10, gt=0, description="the forget set is sent as this many deletion requests")
+    """HF-OCU update order per step: propagate_first (the derivation's) or inject_first (the paper code's, only to
+    reproduce its numbers)."""
+    requests: int = Field(10, gt=0)
+    """The forget set is sent as this many deletion requests (split as evenly as possible; at most one per record)."""
+
+    @field_validator("methods")
+    @classmethod
+    def _methods_listed_once(cls, v):
+        if not v:
+            raise ValueError("list at least one method")
+        if len(set(v)) != len(v):
+            raise ValueError("a method is listed twice")
+        return v
+
+    @field_validator("forget_file")
+    @classmethod
+    def _forget_file_exists(cls, v):
+        if v is not None and not Path(v).is_file():
+            raise ValueError(f"file not found: {v}")
+        return v
 
 
 class PrivacyConfig(_Section):
+    """The certificate: releases are (ε, δ)-indistinguishable from a retrained model's release."""
+
     epsilon: float = Field(1.0, gt=0)
+    """Certified ε of each release (> 0)."""
     delta: float = Field(1e-5, gt=0, lt=1)
+    """Certified δ of each release, in (0, 1); well below 1/(number of training records) is the usual choice."""
     mechanism: Literal["analytic", "classic"] = "analytic"
+    """Noise calibration: analytic Gaussian mechanism (Balle & Wang 2018, tight, any ε), or the classic
+    Δ·sqrt(2 ln(1.25/δ))/ε (valid only for ε < 1)."""
 
     @model_validator(mode="after")
     def _classic_range(self):
         if self.mechanism == "classic" and self.epsilon >= 1:
-            raise ValueError("mechanism = 'classic' is only valid for epsilon < 1; use 'analytic'")
+            raise ValueError(f"mechanism: 'classic' is only valid for epsilon < 1 (epsilon = {self.epsilon:g}); "
+                             "use 'analytic'")
         return self
 
 
 class AuditSection(_Section):
+    """The statistics of the audit and the privacy-utility sweep."""
+
     alpha: float = Field(0.05, gt=0, lt=0.5)
+    """Significance level: (1 − α) confidence intervals, (1 − 2α) intervals in the equivalence tests."""
     margin: float = Field(0.015, gt=0, lt=0.5)
-    attacks: list[Literal["loss"]] = ["loss"]
+    """Equivalence margin m: the unlearned model passes when its attack AUC is within ±m of the retrained model's."""
+    attacks: list[Literal["loss", "lira", "mia_u"]] = ["loss", "lira", "mia_u"]
+    """Membership-inference attacks run on every model: loss = MIA-L (score = −loss); lira = online LiRA with
+    shadow models on random halves of a pool of the forget set, the population and the test split; mia_u = Chen et
+    al.'s attack on (original, target) posteriors, trained on shadow models unlearned with the target's unlearner."""
+    lira_shadows: int = Field(16, ge=4)
+    """Number of LiRA shadow models (each query record is IN for exactly half of them)."""
+    lira_fixed_variance: bool = True
+    """LiRA with one global σ_in and σ_out instead of per-record ones (Carlini et al.'s advice below ~64 shadows)."""
+    mia_u_shadows: int = Field(8, ge=1)
+    """Number of MIA-U shadow models (each an original model, unlearned with HF-OCU for ~10% of its records)."""
+    mia_u_classifier: Literal["random_forest", "logistic", "mlp"] = "random_forest"
+    """MIA-U attack classifier. Default random forest: with DirectDiff the deletion signal is a drop of the
+    posterior on the record's own class, a different column per class, which a linear model on the raw
+    difference vector cannot use (logistic + direct_diff stays near AUC 0.5 on digits; logistic needs a
+    sorted feature such as sorted_concat)."""
+    mia_u_feature: Literal["direct_diff", "sorted_diff", "direct_concat", "sorted_concat", "l2"] = "direct_diff"
+    """MIA-U feature of (p_original, p_target): DirectDiff p_o − p_u (default, DESIGN §3), SortedDiff, DirectConcat,
+    SortedConcat or L2. With a difference feature the original model as target scores AUC 0.5 by construction."""
+    shadow_fit_gap: float = Field(0.1, gt=0, le=1)
+    """LiRA and MIA-U refuse to report when the shadows' mean train accuracy is more than this below the target's,
+    or their mean test accuracy differs from the target's by more than this."""
+    shadow_cache_dir: str = ".cache/shadows"
+    """Folder of the shadow-model cache (keyed by everything that shaped the shadows) and of LiRA's keep masks;
+    empty string: no cache."""
     sweep_sigmas: list[float] = Field(default_factory=lambda: [0.0, 0.01, 0.03, 0.1, 0.3, 1.0])
+    """Noise scales σ of the privacy-utility sweep (the certified σ is always added): test accuracy, attack AUC and
+    the ε each σ would certify."""
 
     @field_validator("sweep_sigmas")
     @classmethod
@@ -110,17 +232,63 @@ class AuditSection(_Section):
             raise ValueError("every sigma must be >= 0")
         return v
 
+    @field_validator("attacks")
+    @classmethod
+    def _attacks_listed_once(cls, v):
+        if not v:
+            raise ValueError("list at least one attack")
+        if len(set(v)) != len(v):
+            raise ValueError("an attack is listed twice")
+        return v
+
+
+class BaselinesConfig(_Section):
+    """Options of the baseline unlearning methods (unlearning.methods other than hfocu)."""
+
+    solver: Literal["auto", "cholesky", "cg"] = "auto"
+    """ns and ij: exact Cholesky of the float64 Hessian, conjugate gradients with Hessian-vector products, or auto
+    (Cholesky when the model has at most exact_max_dim parameters)."""
+    exact_max_dim: int = Field(5000, gt=0)
+    """Largest parameter count for which solver = auto builds and factors the dense Hessian."""
+    cg_tol: float = Field(1e-10, gt=0, lt=1)
+    """Relative residual at which conjugate gradients stop."""
+    cns_damping: float = Field(0.01, ge=0)
+    """cns: λ of the local convex approximation (H + λI); raised, and said so, when H + λI is not positive
+    definite."""
+    cns_chains: int = Field(10, gt=0)
+    """cns: LiSSA chains averaged."""
+    cns_depth: int = Field(1000, gt=0)
+    """cns: LiSSA recursion depth per chain."""
+    cns_hessian_batch: int = Field(10, gt=0)
+    """cns: records per Hessian mini-batch in LiSSA."""
+    cns_scale: float | None = Field(None, gt=0)
+    """cns: LiSSA scale (unset = 1.25 × the largest measured Hessian eigenvalue magnitude; must exceed it)."""
+    finetune_epochs: int = Field(2, gt=0)
+    """finetune: epochs of SGD on the retained records, starting from the trained model."""
+    finetune_lr: float | None = Field(None, gt=0)
+    """finetune: constant step size (unset = the training schedule's last step size)."""
+    neggrad_steps: int = Field(5, gt=0)
+    """neggrad: full-batch gradient-ascent steps on the forget set's cross-entropy."""
+    neggrad_lr: float | None = Field(None, gt=0)
+    """neggrad: ascent step size (unset = the training schedule's last step size)."""
+    dpsgd_clip_norm: float = Field(1.0, gt=0)
+    """dpsgd: per-sample clipping norm C (training.clip_norm is used instead when training.clip = per_sample)."""
+    dpsgd_accountant: Literal["rdp", "prv"] = "rdp"
+    """dpsgd: Opacus accountant that picks the noise multiplier and reports ε."""
+
 
 class AuditConfig(_Section):
     """The whole audit. ``seed`` drives splits, initialisation, schedule, forget set and noise."""
 
-    seed: int = 0
+    seed: int = Field(0, ge=0)
+    """Master seed: splits, initialisation, batch schedule, forget set and release noise all derive from it."""
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
     unlearning: UnlearningConfig = UnlearningConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     audit: AuditSection = AuditSection()
+    baselines: BaselinesConfig = BaselinesConfig()
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
@@ -129,13 +297,38 @@ class AuditConfig(_Section):
         return dump_toml(self.model_dump(mode="json"))
 
 
+def _section_class(loc: tuple) -> type[BaseModel] | None:
+    """The config section a location points at (None if it points at a value)."""
+    cls: type[BaseModel] = AuditConfig
+    for part in loc:
+        field = cls.model_fields.get(part) if isinstance(part, str) else None
+        ann = field.annotation if field is not None else None
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return None
+        cls = ann
+    return cls
+
+
 def _format_error(err: ValidationError) -> str:
     first = err.errors()[0]
-    path = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    msg = first["msg"]
+    loc = tuple(first["loc"])
+    msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
-    msg = msg.removeprefix("Value error, ")
+    elif first["type"] == "model_type" and loc:
+        msg = "must be a table ([section]), not a value"
+    elif first["type"].endswith("_type") or first["type"] in ("literal_error", "finite_number", "greater_than",
+                                                                 "greater_than_equal", "less_than", "less_than_equal"):
+        got = first.get("input")
+        if isinstance(got, (str, int, float, bool)) and len(repr(got)) <= 40:
+            msg += f" (got {got!r})"
+    # A section-level check names the offending key as "key: message": move the key into the path.
+    section = _section_class(loc)
+    head, sep, rest = msg.partition(": ")
+    if section is not None and sep and head in section.model_fields:
+        loc, msg = loc + (head,), rest
+    path = ".".join(str(p) for p in loc) or "(top level)"
+    msg = " ".join(msg.split())                 # one line, whatever the underlying message
     more = len(err.errors()) - 1
     return f"{path}: {msg}" + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")
 
@@ -183,3 +376,101 @@ def dump_toml(data: dict) -> str:
             lines.append(f"\n[{k}]")
             lines += [f"{kk} = {_toml_value(vv)}" for kk, vv in v.items() if vv is not None]
     return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The key reference (docs/config.md) is generated from the models above, so it cannot drift from the code:
+#     python -m unlearn_audit.config --write-docs docs/config.md        (tests/test_config_docs.py checks it)
+
+def _type_name(ann) -> str:
+    import types
+    import typing
+
+    origin, args = typing.get_origin(ann), typing.get_args(ann)
+    if origin is Literal:
+        return " \\| ".join(json.dumps(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        name = " or ".join(_type_name(a) for a in inner)
+        return f"{name} (optional)" if len(inner) < len(args) else name
+    if origin is list:
+        return f"list of {_type_name(args[0])}" if args else "list"
+    return {str: "string", int: "integer", float: "number", bool: "boolean"}.get(ann, getattr(ann, "__name__", str(ann)))
+
+
+def _constraints(field) -> str:
+    import annotated_types as at
+
+    words = {at.Gt: ("gt", ">"), at.Ge: ("ge", "≥"), at.Lt: ("lt", "<"), at.Le: ("le", "≤")}
+    out = []
+    for m in field.metadata:
+        for kind, (attr, sign) in words.items():
+            if isinstance(m, kind):
+                out.append(f"{sign} {getattr(m, attr)}")
+    return ", ".join(out)
+
+
+def _default_text(field) -> str:
+    value = field.get_default(call_default_factory=True)
+    if value is None:
+        return "unset"
+    return f"`{_toml_value(value)}`"
+
+
+def config_reference_markdown() -> str:
+    """Markdown reference of every config key: type, constraint, default and meaning (the text of docs/config.md)."""
+    lines = [
+        "# Configuration reference",
+        "",
+        "<!-- Generated from unlearn_audit/config.py by `python -m unlearn_audit.config --write-docs docs/config.md`;",
+        "     do not edit by hand (tests/test_config_docs.py fails when this file is out of date). -->",
+        "",
+        "`unlearn-audit audit --config FILE.toml` reads a TOML file. Every key is optional (its default is used);",
+        "an unknown key, a value of the wrong TOML type (`\"30\"` for an integer, `\"yes\"` for a boolean), `inf`/`nan`,",
+        "or a value outside its range is an error: the command prints one line naming the key path, e.g.",
+        "`error: training.batch_size: Input should be greater than 0 (got 0)`, exits with code 2 and writes nothing.",
+        "Relative file paths are read relative to the current folder. Examples: [`examples/`](../examples/).",
+        "",
+    ]
+    top = [(k, f) for k, f in AuditConfig.model_fields.items()
+           if not (isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel))]
+    sections = [(k, f.annotation) for k, f in AuditConfig.model_fields.items() if (k, f) not in top]
+
+    def table(prefix: str, fields) -> list[str]:
+        rows = ["| key | type | allowed | default | meaning |", "|---|---|---|---|---|"]
+        for name, f in fields:
+            desc = " ".join((f.description or "").split()).replace("|", "\\|")
+            rows.append(f"| `{prefix}{name}` | {_type_name(f.annotation)} | {_constraints(f) or '—'} | "
+                        f"{_default_text(f)} | {desc} |")
+        return rows
+
+    lines += ["## Top level", "", *table("", top), ""]
+    for name, cls in sections:
+        doc = " ".join((cls.__doc__ or "").split())
+        lines += [f"## `[{name}]`", "", doc, "", *table(f"{name}.", cls.model_fields.items()), ""]
+    lines += ["## Cross-key rules", "",
+              "- `data.train_fraction + data.test_fraction + data.population_fraction` ≤ 1.",
+              "- `data.path` is required for `npz` and `csv` and refused otherwise; `data.data_dir` is required for "
+              "`mnist_idx` and `cifar10_local`, optional for `fashion_mnist`, refused otherwise; "
+              "`data.label_column` is for `csv` only. Named files and folders must exist.",
+              "- `training.clip_norm` is required when `training.clip` is not `\"none\"`, and refused when it is.",
+              "- `privacy.mechanism = \"classic\"` needs `privacy.epsilon` < 1.",
+              "- `unlearning.methods` and `audit.attacks` list each name at most once, and at least one.",
+              "- `unlearning.forget_file`, when set, must exist; its ids must be training records (checked when the "
+              "audit runs).", "",
+              "## The defaults as a file", "",
+              "This is the default audit (`unlearn-audit audit` with no `--config`), as the resolved `config.toml` "
+              "every run writes:", "", "```toml", AuditConfig().to_toml().rstrip(), "```", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Print or write the configuration reference (docs/config.md).")
+    ap.add_argument("--write-docs", metavar="PATH", help="write the reference to PATH instead of printing it")
+    ns = ap.parse_args()
+    if ns.write_docs:
+        Path(ns.write_docs).write_text(config_reference_markdown(), encoding="utf-8")
+    else:
+        print(config_reference_markdown(), end="")

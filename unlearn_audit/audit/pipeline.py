@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from unlearn_audit import __version__
-from unlearn_audit.audit import measure
+from unlearn_audit.audit import attack_suite, measure
 from unlearn_audit.audit.attack_suite import ATTACKS
 from unlearn_audit.audit.context import AuditContext
 from unlearn_audit.audit.methods import METHODS, outcome_summary
@@ -129,6 +129,7 @@ def run_audit(cfg: AuditConfig, progress: Progress | None = None) -> tuple[dict,
         say("unlearning methods", i, len(cfg.unlearning.methods))
         outcomes[name] = METHODS[name](ctx)
     say("unlearning methods", len(outcomes), len(outcomes))
+    ctx.extra["outcomes"] = outcomes    # shadow attacks read each release's σ
 
     methods = {
         "original": {"description": "model trained on all records, nothing removed", "certified": False,
@@ -169,6 +170,8 @@ def run_audit(cfg: AuditConfig, progress: Progress | None = None) -> tuple[dict,
     equivalence = []
     for attack in cfg.audit.attacks:
         for a_key, b_key, label in pairs:
+            if not (attack_suite.scored(runs[(attack, a_key)]) and attack_suite.scored(runs[(attack, b_key)])):
+                continue    # a refused attack has no scores; the verdict lists it
             row = measure.paired_equivalence(runs[(attack, a_key)], runs[(attack, b_key)], margin=margin,
                                              alpha=alpha, label=label)
             row.update(method=a_key[0], state=a_key[1], attack_key=attack)
@@ -192,6 +195,7 @@ def run_audit(cfg: AuditConfig, progress: Progress | None = None) -> tuple[dict,
     primary_rows = [e for e in equivalence if e["method"] == primary and e["state"] == primary_state]
     control_rows = [e for e in equivalence if e["method"] == "original"]
     verdict = decide(primary_rows, control_rows, emp_eps, alpha=alpha, margin=margin, method=primary)
+    attack_suite.list_refusals(verdict, runs)
 
     results = {
         "schema_version": SCHEMA_VERSION,
@@ -227,5 +231,5 @@ def run_audit(cfg: AuditConfig, progress: Progress | None = None) -> tuple[dict,
         weights[f"{name}_internal"] = out.weights.numpy()
         weights[f"{name}_released"] = out.released.numpy()
     artefacts = AuditArtefacts(weights=weights, forget_ids=ctx.forget_ids, context=ctx)
-    results["_plot_data"] = {f"{a}:{t}/{s}": r["_scores"] for (a, (t, s)), r in runs.items()}
+    results["_plot_data"] = {f"{a}:{t}/{s}": r["_scores"] for (a, (t, s)), r in runs.items() if "_scores" in r}
     return results, artefacts
