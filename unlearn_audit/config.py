@@ -92,7 +92,7 @@ class DataConfig(_Section):
 class ModelConfig(_Section):
     """The target model (trained by SGD while the HF-OCU approximators are kept)."""
 
-    kind: Literal["softmax", "mlp"] = "softmax"
+    kind: Literal["softmax", "mlp", "cnn", "lenet5", "resnet18"] = "softmax"
     """Model: softmax (multinomial logistic regression: closed-form Hessian-vector products, analytic certificate
     constants) or mlp (one hidden layer: vmapped Hessian-vector products, measured certificate constants)."""
     hidden: int = Field(64, gt=0)
@@ -395,7 +395,8 @@ def _type_name(ann) -> str:
         return f"{name} (optional)" if len(inner) < len(args) else name
     if origin is list:
         return f"list of {_type_name(args[0])}" if args else "list"
-    return {str: "string", int: "integer", float: "number", bool: "boolean"}.get(ann, getattr(ann, "__name__", str(ann)))
+    names = {str: "string", int: "integer", float: "number", bool: "boolean"}
+    return names.get(ann, getattr(ann, "__name__", str(ann)))
 
 
 def _constraints(field) -> str:
@@ -426,8 +427,8 @@ def config_reference_markdown() -> str:
         "     do not edit by hand (tests/test_config_docs.py fails when this file is out of date). -->",
         "",
         "`unlearn-audit audit --config FILE.toml` reads a TOML file. Every key is optional (its default is used);",
-        "an unknown key, a value of the wrong TOML type (`\"30\"` for an integer, `\"yes\"` for a boolean), `inf`/`nan`,",
-        "or a value outside its range is an error: the command prints one line naming the key path, e.g.",
+        "an unknown key, a value of the wrong TOML type (`\"30\"` for an integer, `\"yes\"` for a boolean),",
+        "`inf`/`nan`, or a value outside its range is an error: the command prints one line naming the key path, e.g.",
         "`error: training.batch_size: Input should be greater than 0 (got 0)`, exits with code 2 and writes nothing.",
         "Relative file paths are read relative to the current folder. Examples: [`examples/`](../examples/).",
         "",

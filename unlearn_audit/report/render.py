@@ -1,76 +1,143 @@
-"""Render results.json (+ saved attack scores) to a self-contained report.html and report.pdf."""
+"""Render results.json (+ the saved attack scores) to a self-contained report.html and, from the same HTML, report.pdf.
+
+The HTML embeds its figures as data URIs and its style inline: it loads nothing, from the network or from disk.
+Every value shown passes through Jinja's autoescape (class names, ids, descriptions, messages).
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+import zipfile
 from pathlib import Path
 
 import numpy as np
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from unlearn_audit.report import plots
+from unlearn_audit.report.view import build_view, is_num
+
+SUPPORTED_SCHEMA_MAJOR = "1"
 
 
 class ReportError(ValueError):
-    """A run folder that cannot be rendered (missing or malformed results.json)."""
+    """A run folder that cannot be rendered (missing or malformed results.json or scores)."""
 
 
 def _env() -> Environment:
-    env = Environment(loader=PackageLoader("unlearn_audit.report", "templates"),
-                      autoescape=select_autoescape(["html", "j2"]), undefined=StrictUndefined)
-    return env
+    return Environment(loader=PackageLoader("unlearn_audit.report", "templates"),
+                       autoescape=select_autoescape(["html", "j2"], default_for_string=True, default=True),
+                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 
 
 def load_scores(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Attack scores saved by the audit (``scores.npz``; keys ``<target>/<state>/members|nonmembers``)."""
+    """Attack scores saved by the audit in ``artefacts/scores.npz``: keys ``<attack>:<target>/<state>/members`` and
+    ``.../nonmembers`` (label 1 = forget-set record, 0 = never trained on). Missing file → no score plots."""
     if not path.is_file():
         return {}
-    with np.load(path, allow_pickle=False) as z:
-        keys = sorted({k.rsplit("/", 1)[0] for k in z.files})
-        return {k: (z[f"{k}/members"], z[f"{k}/nonmembers"]) for k in keys}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            keys = sorted({k.rsplit("/", 1)[0] for k in z.files})
+            return {k: (np.asarray(z[f"{k}/members"], float), np.asarray(z[f"{k}/nonmembers"], float)) for k in keys}
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
+        raise ReportError(f"{path}: unreadable attack scores ({type(err).__name__}: {err})") from None
+
+
+def _figures(results: dict, view: dict, scores: dict) -> dict:
+    colours = plots.Colours()
+    for name in results.get("methods") or {}:            # fix colours in the methods' order
+        colours(name)
+    cert = results.get("certificate") or {}
+    bound = cert.get("sensitivity") if is_num(cert.get("sensitivity")) else None
+    figs = {"distance": plots.distance_plot(results.get("methods") or {}, colours, bound,
+                                            f"certified bound Δ = {bound:.3g} ({view['primary']})" if bound else ""),
+            "latency": None, "tradeoff": None, "attacks": {}}
+    lat = [(row["name"], row["seconds"]) for row in view["latency"] if is_num(row["seconds"]) and row["seconds"] > 0]
+    if lat:
+        figs["latency"] = plots.latency_plot(lat, colours)
+    if view["tradeoff"]["rows"] and view["tradeoff"]["models"]:
+        figs["tradeoff"] = plots.tradeoff_plot(results["tradeoff"], colours, cert.get("sigma"))
+    names = {e.get("attack_key"): e.get("attack") for e in results.get("equivalence") or [] if e.get("attack_key")}
+    by_attack: dict[str, dict] = {}
+    for key, pair in scores.items():
+        attack_key, _, rest = key.partition(":")
+        by_attack.setdefault(names.get(attack_key, attack_key), {})[rest] = pair
+    for name, sc in by_attack.items():
+        score_name = "score = −loss" if name.startswith("loss") else "attack score"
+        figs["attacks"][name] = {"roc": plots.roc_plots(sc, colours), "hist": plots.score_histograms(sc, colours,
+                                                                                                     score_name)}
+    return figs
 
 
 def render_html(results: dict, scores: dict[str, tuple[np.ndarray, np.ndarray]]) -> str:
-    figs = {"distance": plots.distance_plot(results["methods"]), "latency": plots.latency_plot(results["methods"]),
-            "tradeoff": plots.tradeoff_plot(results["tradeoff"]), "roc": None, "hist": None}
-    if scores:
-        figs["roc"] = plots.roc_plots(scores)
-        figs["hist"] = plots.score_histograms(scores)
-    return _env().get_template("report.html.j2").render(r=results, v=results["verdict"], plots=figs)
+    view = build_view(results)
+    figs = _figures(results, view, scores)
+    return _env().get_template("report.html.j2").render(r=results, view=view, figs=figs)
 
 
 def render_pdf(html: str, path: Path) -> None:
     from weasyprint import HTML
 
+    # weasyprint logs layout warnings through `logging`; keep them off the CLI's stderr.
+    logging.getLogger("weasyprint").setLevel(logging.ERROR)
+    logging.getLogger("fontTools").setLevel(logging.ERROR)
     HTML(string=html, base_url=None).write_pdf(str(path))
 
 
 def read_results(run_dir: Path) -> dict:
-    path = Path(run_dir) / "results.json"
+    """Read and minimally validate ``RUN_DIR/results.json`` (one-line :class:`ReportError` otherwise)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ReportError(f"{run_dir}: no such run folder")
+    path = run_dir / "results.json"
     if not path.is_file():
         raise ReportError(f"{run_dir}: no results.json (is this an audit run folder?)")
     try:
         results = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ReportError(f"{path}: not valid JSON ({err})") from None
-    for key in ("schema_version", "verdict", "methods", "attacks", "certificate"):
+    if not isinstance(results, dict):
+        raise ReportError(f"{path}: expected a JSON object at the top level, got {type(results).__name__}")
+    for key in ("schema_version", "verdict", "methods", "attacks"):
         if key not in results:
             raise ReportError(f"{path}: missing key '{key}' (not an unlearn-audit results file)")
+    major = str(results["schema_version"]).split(".")[0]
+    if major != SUPPORTED_SCHEMA_MAJOR:
+        raise ReportError(f"{path}: schema_version {results['schema_version']} is not supported (this version reads "
+                          f"{SUPPORTED_SCHEMA_MAJOR}.x)")
+    for key, kind in (("verdict", dict), ("methods", dict), ("attacks", list)):
+        if not isinstance(results[key], kind):
+            raise ReportError(f"{path}: '{key}' must be a JSON {'object' if kind is dict else 'array'}")
     return results
 
 
 def write_report(run_dir: Path, results: dict | None = None, *, pdf: bool = True) -> list[Path]:
-    """(Re-)render report.html (and report.pdf) in ``run_dir`` from its results.json and saved scores."""
+    """(Re-)render report.html (and report.pdf) in ``run_dir`` from its results.json and saved scores.
+
+    With ``results=None`` the results are read from ``run_dir/results.json``; a file that does not have the shape
+    of an unlearn-audit results file raises :class:`ReportError` (one line) instead of a traceback."""
     run_dir = Path(run_dir)
-    results = results if results is not None else read_results(run_dir)
-    html = render_html(results, load_scores(run_dir / "artefacts" / "scores.npz"))
+    from_disk = results is None
+    results = read_results(run_dir) if from_disk else results
+    scores = load_scores(run_dir / "artefacts" / "scores.npz")
+    try:
+        html = render_html(results, scores)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+        if not from_disk:
+            raise
+        raise ReportError(f"{run_dir / 'results.json'}: cannot render a report from it "
+                          f"({type(err).__name__}: {err})") from None
     out = [run_dir / "report.html"]
     tmp = run_dir / "report.html.tmp"
     tmp.write_text(html, encoding="utf-8")
     tmp.replace(out[0])
     if pdf:
         tmp_pdf = run_dir / "report.pdf.tmp"
-        render_pdf(html, tmp_pdf)
+        try:
+            render_pdf(html, tmp_pdf)
+        except BaseException:
+            tmp_pdf.unlink(missing_ok=True)
+            raise
         tmp_pdf.replace(run_dir / "report.pdf")
         out.append(run_dir / "report.pdf")
     return out
