@@ -113,3 +113,26 @@ def test_device_choice_falls_back_without_gpu():
             resolve_device("cuda")
     with pytest.raises(ValueError, match="device must be"):
         resolve_device("tpu")
+
+
+def test_chunk_outer_sink_streams_chunks(digits_train):
+    """With a sink, chunks are handed over one by one (for a file-backed store) and match the in-memory result."""
+    from unlearn_audit.hfocu.chunked import SoftmaxTrajectory, softmax_chunk_outer
+    from unlearn_audit.training import train_sgd
+
+    x, y, _ = digits_train
+    cfg = SGDConfig(epochs=2, batch_size=32, lr=0.5, lam=0.01, seed=0)
+    traj = SoftmaxTrajectory()
+    train_sgd(build_model("softmax", (64,), 10), x, y, cfg, hooks=[traj])
+    positions = np.arange(0, len(x), 3)
+    full, _ = softmax_chunk_outer(x, y, 10, cfg.lam, traj, positions, chunk_size=16)
+    got = torch.full_like(full, float("nan"))
+    calls = []
+
+    def sink(rows, block):
+        calls.append(len(rows))
+        got[torch.as_tensor(rows)] = block
+
+    none, _ = softmax_chunk_outer(x, y, 10, cfg.lam, traj, positions, chunk_size=16, sink=sink)
+    assert none is None and max(calls) <= 16 and sum(calls) == len(positions)
+    assert torch.equal(got, full)

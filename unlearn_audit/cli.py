@@ -208,10 +208,13 @@ def forget(run_dir, requests_file, epsilon, delta, mechanism, request_id):
 @click.option("--chunk-rows", type=click.IntRange(min=1), default=None, help="Rows per store chunk (default ~16 MiB).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Torch threads per process.")
 @click.option("--force", is_flag=True, help="Replace a previous precompute in --out.")
+@click.option("--layout", type=click.Choice(["auto", "time_outer", "chunk_outer"]), default="auto", show_default=True,
+              help="auto: chunk_outer for plain softmax regression, time_outer otherwise (as the unlearner).")
 @click.option("--start-method", type=click.Choice(["spawn", "fork"]), default="spawn", show_default=True,
               help="How workers start; fork (CPU only) skips their import time.")
 @click.option("--verbose", is_flag=True, help="Log the per-epoch weight checks.")
-def precompute(config_path, out_dir, nproc, device, store_dtype, chunk_rows, threads, force, start_method, verbose):
+def precompute(config_path, out_dir, nproc, device, store_dtype, chunk_rows, threads, force, layout, start_method,
+               verbose):
     """Sharded HF-OCU approximator precompute on torch.distributed (gloo on CPU, nccl on GPUs).
 
     \b
@@ -226,12 +229,12 @@ def precompute(config_path, out_dir, nproc, device, store_dtype, chunk_rows, thr
     try:
         cfg = load_config(config_path)
         info = run_precompute(cfg, Path(out_dir), nproc=nproc, device=device, store_dtype=store_dtype,
-                              chunk_rows=chunk_rows, force=force, threads=threads, verbose=verbose,
+                              chunk_rows=chunk_rows, force=force, threads=threads, layout=layout, verbose=verbose,
                               start_method=start_method)
     except _input_errors() + (DistributedError, StoreError) as err:
         _fail(str(err))
-    click.echo(f"precompute: n={info['n']} d={info['d']} on {info['world_size']} process(es) ({info['backend']}) "
-               f"in {info['wall_seconds']:.2f} s")
+    click.echo(f"precompute: n={info['n']} d={info['d']} on {info['world_size']} process(es) ({info['backend']}, "
+               f"{info['layout']}) in {info['wall_seconds']:.2f} s")
     if info.get("quantisation"):
         click.echo(f"bfloat16 store: max row relative error {info['quantisation']['max_row_relative_error']:.3g}")
     if info.get("device_note"):

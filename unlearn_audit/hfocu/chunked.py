@@ -61,10 +61,14 @@ Order = Literal["propagate_first", "inject_first"]
 def softmax_chunk_outer(x: torch.Tensor, y: torch.Tensor, n_classes: int, lam: float, traj: SoftmaxTrajectory,
                         positions: np.ndarray, *, chunk_size: int = 64, dtype: torch.dtype = torch.float32,
                         order: Order = "propagate_first",
-                        progress: Callable[[int, int], None] | None = None) -> tuple[torch.Tensor, int]:
+                        progress: Callable[[int, int], None] | None = None,
+                        sink: Callable[[np.ndarray, torch.Tensor], None] | None = None
+                        ) -> tuple[torch.Tensor | None, int]:
     """Approximators (len(positions), d) in the model's flat layout for the given training positions.
 
-    Returns the approximators and the number of Hessian-vector products applied (zero vectors skipped).
+    Returns the approximators and the number of Hessian-vector products applied (zero vectors skipped). With
+    ``sink(rows, block)`` each finished chunk is handed over instead (``rows`` index ``positions``) and nothing
+    is kept in memory: a file-backed store can then hold more than RAM; the first return value is then None.
     """
     n, D = x.shape[0], int(np.prod(x.shape[1:]))
     C, D1 = n_classes, D + 1
@@ -82,7 +86,7 @@ def softmax_chunk_outer(x: torch.Tensor, y: torch.Tensor, n_classes: int, lam: f
     for t in range(T - 1, -1, -1):
         first_step[traj.positions[t]] = t
     positions = np.asarray(positions, dtype=np.int64)
-    out = torch.zeros(len(positions), C * D + C, dtype=dtype, device=dev)
+    out = None if sink is not None else torch.zeros(len(positions), C * D + C, dtype=dtype, device=dev)
     hvps = 0
     order_all = np.argsort(first_step[positions], kind="stable")
     chunks = [order_all[i:i + chunk_size] for i in range(0, len(order_all), chunk_size)]
@@ -112,7 +116,10 @@ def softmax_chunk_outer(x: torch.Tensor, y: torch.Tensor, n_classes: int, lam: f
             if order == "propagate_first":
                 n_active = _inject(A, traj.positions[t], slot_of, resid[t], batch_xt[t], w_cd[t], lam, lr, b,
                                    n_active, starts, t)
-        out[torch.as_tensor(rows, device=dev)] = _cd_to_flat(A, C, D)
+        if sink is not None:
+            sink(rows, _cd_to_flat(A, C, D))
+        else:
+            out[torch.as_tensor(rows, device=dev)] = _cd_to_flat(A, C, D)
         if progress:
             progress(ci + 1, len(chunks))
     return out, hvps

@@ -40,6 +40,17 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def resolve_layout(layout: str, model: FunctionalModel, sgd: SGDConfig, curvature: str) -> str:
+    """``chunk_outer`` for softmax regression without clipping or projection (when ``auto``), else ``time_outer``."""
+    if layout not in ("auto", "time_outer", "chunk_outer"):
+        raise ValueError(f"layout must be 'auto', 'time_outer' or 'chunk_outer', got '{layout}'")
+    plain = (model.kind == "softmax" and sgd.clip == "none" and sgd.weight_norm_bound is None
+             and curvature in ("exact", "gauss-newton"))
+    if layout == "chunk_outer" and not plain:
+        raise ValueError("layout 'chunk_outer' needs softmax regression without clipping or projection")
+    return "chunk_outer" if (layout == "chunk_outer" or (layout == "auto" and plain)) else "time_outer"
+
+
 class UnlearningError(ValueError):
     """A deletion request that cannot be applied (unknown id, already deleted, no approximator)."""
 
@@ -96,11 +107,7 @@ class HFOCUUnlearner:
         self.layout, self.device = layout, resolve_device(device)
 
     def _resolved_layout(self) -> str:
-        plain = (self.model.kind == "softmax" and self.sgd.clip == "none" and self.sgd.weight_norm_bound is None
-                 and self.curvature in ("exact", "gauss-newton"))
-        if self.layout == "chunk_outer" and not plain:
-            raise ValueError("layout 'chunk_outer' needs softmax regression without clipping or projection")
-        return "chunk_outer" if (self.layout == "chunk_outer" or (self.layout == "auto" and plain)) else "time_outer"
+        return resolve_layout(self.layout, self.model, self.sgd, self.curvature)
 
     # -- training ---------------------------------------------------------------------------------------------
     def fit(self, x: torch.Tensor, y: torch.Tensor, ids, *, progress: Callable[[int, int], None] | None = None):
