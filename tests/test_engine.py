@@ -136,3 +136,17 @@ def test_chunk_outer_sink_streams_chunks(digits_train):
     none, _ = softmax_chunk_outer(x, y, 10, cfg.lam, traj, positions, chunk_size=16, sink=sink)
     assert none is None and max(calls) <= 16 and sum(calls) == len(positions)
     assert torch.equal(got, full)
+
+
+@pytest.mark.parametrize("layout", ["chunk_outer", "time_outer"])
+def test_file_backed_store_serves_deletions(digits_train, tmp_path, layout):
+    """With store_path the approximators live on disk (checksummed chunks) and deletions read them from there."""
+    x, y, ids = digits_train
+    cfg = SGDConfig(epochs=2, batch_size=32, lr=0.5, lam=0.01, seed=0)
+    mem = HFOCUUnlearner(build_model("softmax", (64,), 10), cfg, layout=layout).fit(x, y, ids)
+    disk = HFOCUUnlearner(build_model("softmax", (64,), 10), cfg, layout=layout,
+                          store_path=str(tmp_path / "store")).fit(x, y, ids)
+    assert disk.recursion_.approximators.numel() == 0 and disk.storage_bytes() >= len(x) * disk.model.dim * 4
+    forget = list(ids[[2, 40, 99]])
+    disk.delete(forget)
+    assert rel(disk.state_, mem.weights_ + mem.approximator_sum(forget)) < 1e-6

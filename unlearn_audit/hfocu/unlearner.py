@@ -23,6 +23,7 @@ from unlearn_audit.hfocu.chunked import SoftmaxTrajectory, softmax_chunk_outer
 from unlearn_audit.hfocu.recursion import ApproximatorRecursion, Order
 from unlearn_audit.hfocu.replay import WeightTrajectory, replay_unlearn
 from unlearn_audit.models import FunctionalModel
+from unlearn_audit.models.functional import weights_hash
 from unlearn_audit.training import SGDConfig, StepInfo, TrainResult, train_sgd
 
 Mode = Literal["all", "candidates", "replay"]
@@ -86,6 +87,9 @@ class HFOCUUnlearner:
             cache-sized chunks of records through all steps — fastest on a CPU), ``time_outer`` (all vectors
             advance together during training; any model), or ``auto``.
         device: ``cpu``, ``cuda`` or ``auto``.
+        store_path: keep the approximators in a file-backed store (memory-mapped chunks with checksums, see
+            :mod:`unlearn_audit.hfocu.store`) instead of memory; with the chunk-outer layout each finished chunk
+            streams to disk, so n·d may exceed RAM. ``store_dtype``: ``float32`` or ``bfloat16``.
         curvature: ``exact`` (Hessian) or ``gauss-newton`` (named as such in results).
         order: ``propagate_first`` (the derivation) or ``inject_first`` (the paper's public code, for comparison).
         dtype: dtype of training weights and approximators.
@@ -94,7 +98,7 @@ class HFOCUUnlearner:
     def __init__(self, model: FunctionalModel, sgd: SGDConfig, *, mode: Mode = "all",
                  candidates: list[str] | None = None, curvature: str = "exact", order: Order = "propagate_first",
                  dtype: torch.dtype = torch.float32, chunk_size: int = 256, layout: Layout = "auto",
-                 device: str = "cpu"):
+                 device: str = "cpu", store_path: str | None = None, store_dtype: str = "float32"):
         if mode not in ("all", "candidates", "replay"):
             raise ValueError(f"mode must be 'all', 'candidates' or 'replay', got '{mode}'")
         if layout not in ("auto", "time_outer", "chunk_outer"):
@@ -105,6 +109,8 @@ class HFOCUUnlearner:
         self.candidates = candidates
         self.curvature, self.order, self.dtype, self.chunk_size = curvature, order, dtype, chunk_size
         self.layout, self.device = layout, resolve_device(device)
+        self.store_path, self.store_dtype = store_path, store_dtype
+        self.store_ = None
 
     def _resolved_layout(self) -> str:
         return resolve_layout(self.layout, self.model, self.sgd, self.curvature)
@@ -140,11 +146,31 @@ class HFOCUUnlearner:
         start = time.perf_counter()
         result: TrainResult = train_sgd(self.model, x, y, self.sgd, hooks=hooks, dtype=self.dtype, progress=progress)
         if self.layout_ == "chunk_outer":
+            writer = self._store_writer(result) if self.store_path else None
+            sink = None
+            if writer is not None:
+                def sink(rows, block):
+                    for r, row in zip(rows, block):
+                        writer.write_rows(int(r), row[None])
             approx, hvps = softmax_chunk_outer(x, y, self.model.n_classes, self.sgd.lam, self.trajectory_,
                                                self.recursion_.tracked_positions, dtype=self.dtype,
-                                               order=self.order)
-            self.recursion_.approximators = approx
+                                               order=self.order, sink=sink)
+            self.recursion_.approximators = approx if approx is not None else self.recursion_.approximators[:0]
             self.recursion_.hvp_count = hvps
+            if writer is not None:
+                writer.finalise()
+        elif self.store_path and self.layout_ == "time_outer":
+            from unlearn_audit.hfocu.store import export_recursion
+
+            export_recursion(self.recursion_, self.store_path, train_ids=self.ids_,
+                             model_hash=weights_hash(result.weights), schedule_digest=result.schedule.digest(),
+                             dtype=self.store_dtype, overwrite=True)
+            self.recursion_.approximators = self.recursion_.approximators[:0]
+        if self.store_path and self.layout_ != "replay":
+            from unlearn_audit.hfocu.store import ApproximatorStore
+
+            self.store_ = ApproximatorStore.open(self.store_path, expected_model_hash=weights_hash(result.weights),
+                                                 expected_schedule_digest=result.schedule.digest())
         self.fit_seconds_ = time.perf_counter() - start
         self.train_result_ = result
         self.weights_ = result.weights
@@ -152,6 +178,30 @@ class HFOCUUnlearner:
         self.state_ = result.weights.clone()          # noiseless internal state
         self.deleted_: list[str] = []
         return self
+
+    def _store_writer(self, result: TrainResult):
+        from unlearn_audit.hfocu.store import ApproximatorStore
+
+        tracked = self.recursion_.tracked_positions
+        self.recursion_.approximators = self.recursion_.approximators[:0]        # nothing n×d in memory
+        return ApproximatorStore.create(self.store_path, len(tracked), self.model.dim, self.store_dtype,
+                                        model_hash=weights_hash(result.weights),
+                                        schedule_digest=result.schedule.digest(),
+                                        ids=self.ids_[tracked].tolist(), positions=tracked, overwrite=True,
+                                        extra={"curvature": self.recursion_.curvature_name, "order": self.order})
+
+    def _rows_sum(self, rows: np.ndarray) -> torch.Tensor:
+        """Σ of the approximators in the given rows (memory or store)."""
+        if self.store_ is not None:
+            return self.store_.sum_rows(rows, dtype=torch.float64).to(self.state_.dtype)
+        return self.recursion_.approximators[torch.as_tensor(rows)].sum(0).to(self.state_.dtype)
+
+    def storage_bytes(self) -> int:
+        """Bytes held for approximators (store on disk, or memory)."""
+        if self.store_ is not None:
+            return int(self.store_.nbytes)
+        a = self.recursion_.approximators
+        return int(a.element_size() * a.numel())
 
     # -- deletion ---------------------------------------------------------------------------------------------
     def _positions(self, record_ids, *, check_deleted: bool = True) -> np.ndarray:
@@ -179,7 +229,7 @@ class HFOCUUnlearner:
         if (self.recursion_.row_of[pos] < 0).any():
             bad = self.ids_[pos[self.recursion_.row_of[pos] < 0][0]]
             raise UnlearningError(f"record id '{bad}' has no approximator (not among the declared candidates)")
-        return self.recursion_.vectors_for(pos).sum(0).to(self.state_.dtype)
+        return self._rows_sum(self.recursion_.row_of[pos])
 
     def delete(self, record_ids) -> DeletionReceipt:
         """Apply one deletion request to the internal noiseless state: w̄ ← w̄ + Σ_u a_u."""
@@ -193,7 +243,7 @@ class HFOCUUnlearner:
         if (rows < 0).any():
             raise UnlearningError(f"record id '{self.ids_[pos[rows < 0][0]]}' has no approximator "
                                   "(not among the declared candidates)")
-        self.state_ += self.recursion_.approximators[torch.as_tensor(rows)].sum(0).to(self.state_.dtype)
+        self.state_ += self._rows_sum(rows)
         self.deleted_ += [str(r) for r in record_ids]
         return DeletionReceipt([str(r) for r in record_ids], time.perf_counter() - start)
 
