@@ -196,7 +196,7 @@ def test_mia_u_do_nothing_vs_exact_retraining_on_an_overfit_mlp(cache_dir, capsy
     assert nothing["auc"]["auc"] == 0.5
     assert np.ptp(np.concatenate(nothing["_scores"])) == 0.0
     assert retrain["auc"]["ci_low"] > 0.5
-    test = measure.paired_equivalence(nothing, retrain, margin=0.015, alpha=0.05, label="do-nothing vs retrain")
+    test = measure.equivalence_row(nothing, retrain, margin=0.015, alpha=0.05, label="do-nothing vs retrain")
     assert test["decision"] == "different" and test["direction"] == "below"
     assert c_retrain.auc > c_nothing.auc + 0.1
 

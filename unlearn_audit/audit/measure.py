@@ -37,22 +37,13 @@ def loss_attack(model: FunctionalModel, w: torch.Tensor, members, nonmembers, ca
             "_scores": (res.member_scores, res.nonmember_scores)}
 
 
-def paired_equivalence(a: dict, b: dict, *, margin: float, alpha: float, label: str) -> dict:
-    """TOST (paired DeLong) that attack ``a``'s AUC is within ±margin of attack ``b``'s, on the same records."""
-    am, an = a["_scores"]
-    bm, bn = b["_scores"]
-    labels = np.concatenate([np.ones(len(am)), np.zeros(len(an))])
-    res = stats.tost_auc_equivalence(np.concatenate([am, an]), labels, np.concatenate([bm, bn]),
-                                     margin=margin, alpha=alpha)
-    out = res.to_dict()
-    out.update(comparison=label, attack=a["attack"], records_to_decide=stats.records_to_decide(res))
-    return out
-
-
-def chance_equivalence(a: dict, *, margin: float, alpha: float, label: str) -> dict:
+def equivalence_row(a: dict, b: dict | None = None, *, margin: float, alpha: float, label: str) -> dict:
+    """TOST that attack ``a``'s AUC is within ±margin of attack ``b``'s on the same records (paired DeLong), or of
+    chance (0.5) when ``b`` is None."""
     am, an = a["_scores"]
     labels = np.concatenate([np.ones(len(am)), np.zeros(len(an))])
-    res = stats.tost_auc_equivalence(np.concatenate([am, an]), labels, margin=margin, alpha=alpha)
+    reference = None if b is None else np.concatenate(b["_scores"])
+    res = stats.tost_auc_equivalence(np.concatenate([am, an]), labels, reference, margin=margin, alpha=alpha)
     out = res.to_dict()
     out.update(comparison=label, attack=a["attack"], records_to_decide=stats.records_to_decide(res))
     return out

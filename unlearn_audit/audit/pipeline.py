@@ -172,10 +172,18 @@ def run_audit(cfg: AuditConfig, progress: Progress | None = None) -> tuple[dict,
         for a_key, b_key, label in pairs:
             if not (attack_suite.scored(runs[(attack, a_key)]) and attack_suite.scored(runs[(attack, b_key)])):
                 continue    # a refused attack has no scores; the verdict lists it
-            row = measure.paired_equivalence(runs[(attack, a_key)], runs[(attack, b_key)], margin=margin,
-                                             alpha=alpha, label=label)
+            row = measure.equivalence_row(runs[(attack, a_key)], runs[(attack, b_key)], margin=margin,
+                                          alpha=alpha, label=label)
             row.update(method=a_key[0], state=a_key[1], attack_key=attack)
             equivalence.append(row)
+        # Also against chance (0.5), reported beside the verdict: unpaired, so much less powerful.
+        for name, out in outcomes.items():
+            key = (name, "released" if out.sigma > 0 else "noiseless")
+            if attack_suite.scored(runs[(attack, key)]):
+                row = measure.equivalence_row(runs[(attack, key)], margin=margin, alpha=alpha,
+                                              label=f"{name} ({key[1]}) vs chance 0.5 (unpaired)")
+                row.update(method=name, state="vs chance", attack_key=attack)
+                equivalence.append(row)
 
     primary = PRIMARY_METHOD if PRIMARY_METHOD in outcomes else next(iter(outcomes))
     p_out = outcomes[primary]

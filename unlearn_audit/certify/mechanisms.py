@@ -60,26 +60,23 @@ def _check_delta(delta) -> float:
     return d
 
 
+def _check_finite_nonneg(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise CertificationError(f"{name} must be a real number, got {value!r}")
+    v = float(value)
+    if not math.isfinite(v) or v < 0:
+        raise CertificationError(f"{name} must be finite and >= 0, got {value!r}")
+    return v
+
+
 def _check_sensitivity(sensitivity) -> float:
-    if isinstance(sensitivity, bool) or not isinstance(sensitivity, Real):
-        raise CertificationError(f"sensitivity must be a real number, got {sensitivity!r}")
-    s = float(sensitivity)
-    if not math.isfinite(s) or s < 0:
-        raise CertificationError(f"sensitivity must be finite and >= 0, got {sensitivity!r}")
-    return s
+    return _check_finite_nonneg(sensitivity, "sensitivity")
 
 
 def _check_sigma(sigma) -> float:
-    if isinstance(sigma, bool) or not isinstance(sigma, Real):
-        raise CertificationError(f"sigma must be a real number, got {sigma!r}")
-    s = float(sigma)
-    if not math.isfinite(s) or s < 0:
-        raise CertificationError(f"sigma must be finite and >= 0, got {sigma!r}")
-    return s
+    return _check_finite_nonneg(sigma, "sigma")
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# the privacy profile of the Gaussian mechanism
 def _log_delta_unit(epsilon: float, s: float) -> float:
     """log δ(ε) for sensitivity 1 and noise σ = s > 0; −inf when δ(ε) ≤ 0 numerically."""
     a = 0.5 / s - epsilon * s
