@@ -72,7 +72,9 @@ def test_audit_runs_all_three_attacks_on_every_target(tiny_run):
                     assert 0 <= sh[k] <= 1
         equiv = [e for e in results["equivalence"] if e["attack_key"] == key]
         assert {(e["method"], e["state"]) for e in equiv} == {("hfocu", "released"), ("hfocu", "noiseless"),
-                                                              ("original", "noiseless")}
+                                                              ("original", "noiseless"), ("hfocu", "vs chance")}
+        chance = [e for e in equiv if e["state"] == "vs chance"]
+        assert chance[0]["reference"] != "paired" and chance[0]["reference_auc"] == 0.5
     assert {p["attack"] for p in results["verdict"]["per_attack"]} == set(ATTACK_NAMES.values())
     assert {c["attack"] for c in results["verdict"]["control"]} == set(ATTACK_NAMES.values())
     assert results["verdict"]["refused"] == []
