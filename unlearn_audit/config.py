@@ -252,6 +252,8 @@ class BaselinesConfig(_Section):
     """Largest parameter count for which solver = auto builds and factors the dense Hessian."""
     cg_tol: float = Field(1e-10, gt=0, lt=1)
     """Relative residual at which conjugate gradients stop."""
+    cg_maxiter: int | None = Field(None, gt=0)
+    """Most conjugate-gradient iterations per solve (unset = 10·d); a solve that stops early says so."""
     cns_damping: float = Field(0.01, ge=0)
     """cns: λ of the local convex approximation (H + λI); raised, and said so, when H + λI is not positive
     definite."""

@@ -1,0 +1,73 @@
+"""Every baseline runs through the audit pipeline on a tiny digits config and appears in the results with all fields."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from unlearn_audit.audit.methods import METHODS
+from unlearn_audit.audit.pipeline import run_audit
+from unlearn_audit.config import ConfigError, config_from_dict
+
+torch.set_num_threads(1)
+ALL = ["hfocu", "ns", "ij", "cns", "finetune", "neggrad", "dpsgd"]
+
+
+@pytest.fixture(scope="module")
+def audit():
+    cfg = config_from_dict({
+        "seed": 0, "model": {"kind": "softmax"},
+        "training": {"epochs": 3, "batch_size": 32, "lr": 0.5},
+        "unlearning": {"methods": ALL, "requests": 3, "forget_fraction": 0.05},
+        "baselines": {"cns_depth": 200},
+        "audit": {"attacks": ["loss"], "sweep_sigmas": [0.0]}})
+    results, _ = run_audit(cfg)
+    return cfg, results
+
+
+def test_config_accepts_the_baselines():
+    assert set(ALL) <= set(METHODS)
+    with pytest.raises(ConfigError, match="unlearning.methods"):
+        config_from_dict({"unlearning": {"methods": ["newton"]}})
+    with pytest.raises(ConfigError, match="baselines.solver"):
+        config_from_dict({"baselines": {"solver": "lu"}})
+
+
+def test_every_method_reported_with_all_fields(audit):
+    cfg, res = audit
+    json.dumps({k: v for k, v in res.items() if k != "_plot_data"}, allow_nan=False)
+    for name in ALL:
+        m = res["methods"][name]
+        for key in ("distance_to_retrain", "accuracy", "sigma", "seconds_per_request", "precompute_seconds",
+                    "storage_bytes", "certified", "certificate", "description"):
+            assert key in m, (name, key)
+        assert set(m["accuracy"]) == {"test", "forget", "retain"}
+        assert m["distance_to_retrain"] >= 0 and m["precompute_seconds"] >= 0 and m["storage_bytes"] >= 0
+        targets = {(a["target"], a["state"]) for a in res["attacks"]}
+        assert (name, "noiseless") in targets
+        assert any(e["method"] == name for e in res["equivalence"])
+    for name in ("ns", "ij", "cns"):
+        assert res["methods"][name]["latency_seconds"]["n_requests"] == cfg.unlearning.requests
+    assert res["methods"]["ns"]["sigma"] == 0 and res["methods"]["ns"]["solver"].startswith("cholesky")
+    assert res["methods"]["ij"]["storage_bytes"] == 650 * 650 * 8
+
+
+def test_cns_certificate_in_results(audit):
+    cfg, res = audit
+    m = res["methods"]["cns"]
+    cert = m["certificate"]
+    assert m["certified"] and m["sigma"] == pytest.approx(cert["sigma"]) and m["sigma"] > 0
+    assert cert["epsilon"] == cfg.privacy.epsilon and cert["delta"] == cfg.privacy.delta
+    assert cert["sensitivity"] > 0 and cert["constants_kind"] == "measured constants"
+    assert {"R", "M", "lambda_min", "lambda", "lissa_residual"} <= set(cert["constants"])
+    assert ("cns", "released") in {(a["target"], a["state"]) for a in res["attacks"]}
+
+
+def test_dpsgd_epsilon_in_results(audit):
+    cfg, res = audit
+    m = res["methods"]["dpsgd"]
+    assert m["seconds_per_request"] == 0 and m["sigma"] == 0 and not m["certified"]
+    assert 0 < m["certificate"]["epsilon"] <= cfg.privacy.epsilon + 1e-3
+    assert m["dp_epsilon"] == m["certificate"]["epsilon"]
