@@ -17,6 +17,7 @@ from unlearn_audit import __version__
 from unlearn_audit.audit import attack_suite, measure
 from unlearn_audit.audit.attack_suite import ATTACKS
 from unlearn_audit.audit.context import AuditContext
+from unlearn_audit.audit.environment import environment
 from unlearn_audit.audit.methods import METHODS, outcome_summary
 from unlearn_audit.audit.tradeoff import privacy_utility_sweep
 from unlearn_audit.audit.verdict import decide
@@ -210,7 +211,7 @@ def run_audit(cfg: AuditConfig, progress: Progress | None = None) -> tuple[dict,
         "tool": {"name": "unlearn-audit", "version": __version__},
         "run": {"started": started, "finished": _now(), "seconds": time.perf_counter() - t_start,
                 "seed": cfg.seed, "config_digest": cfg.digest()},
-        "environment": __import__("unlearn_audit.audit.environment", fromlist=["environment"]).environment(),
+        "environment": environment(),
         "disclaimer": "Technical evidence about a machine-unlearning procedure; not legal advice.",
         "data": {"dataset": ds.name, "n_total": ds.n, "n_train": len(ctx.x), "n_test": len(ctx.x_test),
                  "n_population": len(ctx.x_pop), "n_classes": ds.n_classes,
