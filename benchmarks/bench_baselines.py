@@ -118,10 +118,13 @@ def run_seed(setting: dict, seed: int, args) -> dict:
         outcomes[name] = out
         s = outcome_summary(ctx, out)
         print(f"  {name}: {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
-        rows[name] = {"distance": s["distance_to_retrain"], "precompute": out.precompute_seconds,
+        if out.sigma > 0:
+            extra_cols = {"test_acc_released": s["accuracy_released"]["test"]}
+        else:
+            extra_cols = {}
+        rows[name] = {**extra_cols, "distance": s["distance_to_retrain"], "precompute": out.precompute_seconds,
                       "per_request": out.seconds_per_request, "storage_mb": out.storage_bytes / 2 ** 20,
-                      "test_acc": s["accuracy"]["test"], "test_acc_released": s["accuracy_released"]["test"],
-                      "sigma": out.sigma, "wall": time.perf_counter() - t0, "_out": out, "_summary": s}
+                      "test_acc": s["accuracy"]["test"], "sigma": out.sigma, "wall": time.perf_counter() - t0, "_out": out, "_summary": s}
     ctx.extra["outcomes"] = outcomes
     rows["retrain"] = {"distance": 0.0, "precompute": 0.0, "per_request": ctx.retrain_seconds, "storage_mb": 0.0,
                        "test_acc": ctx.model.accuracy(ctx.w_retrain, ctx.x_test, ctx.y_test), "sigma": 0.0}
@@ -133,10 +136,10 @@ def run_seed(setting: dict, seed: int, args) -> dict:
         try:
             res = ATTACKS[attack](ctx, w, name, state)
         except Exception as err:                        # noqa: BLE001 - reported in the table's notes
-            failures.append(f"{attack} on {name} ({state}): {type(err).__name__}: {err}")
+            failures.append(f"{attack} on {state} targets: {type(err).__name__}: {err}")
             return float("nan")
         if res.get("refused"):
-            failures.append(f"{attack} on {name} ({state}): {res['refused']}")
+            failures.append(f"{attack}: {res['refused']}")
         return res["auc"]["auc"] if res.get("auc") else float("nan")
 
     for attack in cfg.audit.attacks:
@@ -171,10 +174,11 @@ def fmt(values, digits=3, sci=False) -> str:
     if not vals:
         return "–"
     f = (lambda v: f"{v:.{digits - 1}e}") if sci else (lambda v: f"{v:.{digits}g}")
+    short = f" (n = {len(vals)})" if len(vals) < len(values) else ""
     if len(vals) == 1:
-        return f(vals[0])
+        return f(vals[0]) + short
     agg = aggregate_over_seeds(vals)
-    return f"{f(agg.mean)} [{f(agg.ci_low)}, {f(agg.ci_high)}]"
+    return f"{f(agg.mean)} [{f(agg.ci_low)}, {f(agg.ci_high)}]{short}"
 
 
 def table(per_seed: list[dict], attacks: list[str]) -> list[str]:
@@ -256,10 +260,14 @@ def main() -> None:
             "Indefinite Hessian in ns / ij: "
             f"{sum(s['info']['ns_indefinite'] for s in per_seed)} / {sum(s['info']['ij_indefinite'] for s in per_seed)}"
             f" of {len(per_seed)} seeds (damping added and reported).", ""]
-        failures = sorted({f"{f} (seed {seed})" for s, seed in zip(per_seed, seeds) for f in s["info"]["failures"]})
+        failures: dict[str, list] = {}
+        for s_, seed in zip(per_seed, seeds):
+            for f in dict.fromkeys(s_["info"]["failures"]):
+                failures.setdefault(f, []).append(seed)
         if failures:
-            lines += ["Attacks that did not report (cells left out of the means):", ""]
-            lines += [f"- {f}" for f in failures] + [""]
+            lines += ["Attacks that did not report (those seeds are left out of the cell; `(n = k)` marks a cell over "
+                      "fewer seeds):", ""]
+            lines += [f"- seeds {v}: {k}" for k, v in failures.items()] + [""]
         if "mia_u" not in info["attacks"]:
             why = ("MIA-U is not in this build's attack suite" if "mia_u" not in ATTACKS else
                    "MIA-U skipped here (it trains 8 shadow models with HF-OCU per seed; `--cnn-mia-u` runs it)")
