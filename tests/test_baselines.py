@@ -208,3 +208,40 @@ def test_dpsgd_reports_opacus_epsilon(digits_train):
     cert = res.certificate(20)
     assert cert["group_privacy_for_forget_set"]["epsilon"] == pytest.approx(20 * res.epsilon)
     assert model.accuracy(res.weights, x, y) > 0.3
+
+
+def test_float32_hvps_agree_with_float64_and_auto_picks_by_size(digits_train):
+    """The float32 HVP option (for conv nets on CPU) changes H v by ~1e-6 relative, keeps gradients float64, and a
+    CG Newton step with it lands where the float64 one does; softmax regression stays on its float64 closed form."""
+    from unlearn_audit.baselines.hessian import resolve_hvp_dtype
+    from unlearn_audit.baselines.lissa import chain_hvps
+
+    x, y, _ = digits_train
+    x, y = x[:200].double(), y[:200]
+    model = build_model("mlp", (64,), 10, seed=0, hidden=12)
+    w = train_sgd(model, x, y, SGDConfig(epochs=30, batch_size=40, lr=0.5, lam=1e-2, seed=0),
+                  dtype=torch.float64).weights
+    h64 = DataHessian(model, 1e-2, w, x, y)
+    h32 = DataHessian(model, 1e-2, w, x, y, hvp_dtype=torch.float32)
+    V = torch.randn(3, model.dim, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    ref, got = h64.matmat(V), h32.matmat(V)
+    assert got.dtype == torch.float64
+    rel = float((got - ref).norm() / ref.norm())
+    assert 1e-12 < rel < 1e-5                               # really computed in float32, and close
+    assert torch.equal(h32.gradient(), h64.gradient())      # gradients stay float64
+    idx = torch.randint(200, (2, 10), generator=torch.Generator().manual_seed(1))
+    c64 = chain_hvps(model, 1e-2, w, x[idx], y[idx], V[:2])
+    c32 = chain_hvps(model, 1e-2, w, x[idx], y[idx], V[:2], torch.float32)
+    assert float((c32 - c64).norm() / c64.norm()) < 1e-5
+    steps = {}
+    for prec in ("float64", "float32"):
+        ns = NewtonStep(model, 1e-2, solver="cg", cg_tol=1e-8, hvp_precision=prec).fit(w, x, y)
+        ns.delete([0, 5, 9])
+        steps[prec] = ns.state_ - w
+        assert prec in ns.solver_name or prec == "float64"
+    assert dist(steps["float32"], steps["float64"]) / float(steps["float64"].norm()) < 1e-4
+    assert resolve_hvp_dtype(model, "auto", exact_max_dim=10 ** 6) == torch.float64
+    assert resolve_hvp_dtype(model, "auto", exact_max_dim=10) == torch.float32
+    assert resolve_hvp_dtype(build_model("softmax", (64,), 10), "float32") == torch.float64
+    with pytest.raises(ValueError, match="hvp precision"):
+        resolve_hvp_dtype(model, "float16")

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from unlearn_audit.certify import CertificationError
 from unlearn_audit.hfocu import HFOCUUnlearner, make_curvature
 from unlearn_audit.hfocu.curvature import reference_hvp
 from unlearn_audit.hfocu.unlearner import resolve_device
@@ -104,6 +105,14 @@ def test_clipping_and_projection_are_linearised(digits_train, clip):
     d1 = float((un.weights_ + un.approximator_sum(ids[forget]) - w_re).norm())
     print(f"{clip} clipping + projection: original {d0:.4g}, HF-OCU {d1:.4g}")
     assert d1 * 5 < d0
+    un.delete(ids[forget])
+    if clip == "batch":       # the recursion bound covers per-sample clipping only: refused, never certified as unclipped
+        with pytest.raises(CertificationError, match="batch-gradient clipping"):
+            un.certificate()
+        with pytest.raises(CertificationError, match="batch-gradient clipping"):
+            un.release(epsilon=1.0, delta=1e-5, seed=0)
+    else:
+        assert un.certificate().constants["C"]["source"] == "enforced"
 
 
 def test_device_choice_falls_back_without_gpu():

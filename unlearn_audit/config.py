@@ -250,6 +250,11 @@ class BaselinesConfig(_Section):
     (Cholesky when the model has at most exact_max_dim parameters)."""
     exact_max_dim: int = Field(5000, gt=0)
     """Largest parameter count for which solver = auto builds and factors the dense Hessian."""
+    hvp_precision: Literal["auto", "float64", "float32"] = "auto"
+    """ns, ij (conjugate gradients) and cns: arithmetic of the Hessian-vector products of models other than softmax
+    regression (which always uses its float64 closed form). float32 is about 5× faster for convolutional nets on a
+    CPU, with a relative HVP error near 1e-6; auto = float64 up to exact_max_dim parameters, float32 above. Solvers,
+    gradients and the returned weights stay float64."""
     cg_tol: float = Field(1e-10, gt=0, lt=1)
     """Relative residual at which conjugate gradients stop."""
     cg_maxiter: int | None = Field(None, gt=0)

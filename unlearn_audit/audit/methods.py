@@ -108,7 +108,7 @@ def _final_lr(ctx: AuditContext) -> float:
 def _run_second_order(ctx: AuditContext, cls, name: str, description: str) -> MethodOutcome:
     bc = ctx.cfg.baselines
     un = cls(ctx.model, ctx.sgd.lam, solver=bc.solver, exact_max_dim=bc.exact_max_dim, cg_tol=bc.cg_tol,
-             cg_maxiter=bc.cg_maxiter).fit(ctx.w_original, ctx.x, ctx.y)
+             cg_maxiter=bc.cg_maxiter, hvp_precision=bc.hvp_precision).fit(ctx.w_original, ctx.x, ctx.y)
     requests = _baseline_requests(ctx, un.delete)
     w = un.state_.to(ctx.w_original.dtype)
     damped = un.any_indefinite()
@@ -147,7 +147,8 @@ def run_cns(ctx: AuditContext) -> MethodOutcome:
     bc, pc = ctx.cfg.baselines, ctx.cfg.privacy
     un = CertifiedNewtonStep(ctx.model, ctx.sgd.lam, damping=bc.cns_damping, chains=bc.cns_chains,
                              depth=bc.cns_depth, hessian_batch=bc.cns_hessian_batch, scale=bc.cns_scale,
-                             radius=ctx.sgd.weight_norm_bound, seed=ctx.cfg.seed).fit(ctx.w_original, ctx.x, ctx.y)
+                             radius=ctx.sgd.weight_norm_bound, seed=ctx.cfg.seed,
+                             hvp_precision=bc.hvp_precision).fit(ctx.w_original, ctx.x, ctx.y)
     requests = _baseline_requests(ctx, un.delete)
     for r, detail in zip(requests, un.requests_):
         r.update({k: v for k, v in detail.items() if k not in ("n_records", "seconds")})

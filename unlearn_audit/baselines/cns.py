@@ -36,7 +36,7 @@ import time
 import numpy as np
 import torch
 
-from unlearn_audit.baselines.hessian import DTYPE, DataHessian, extreme_eigenvalues
+from unlearn_audit.baselines.hessian import DTYPE, DataHessian, extreme_eigenvalues, resolve_hvp_dtype
 from unlearn_audit.baselines.lissa import chain_hvps, lissa_solve
 from unlearn_audit.certify import calibrate
 from unlearn_audit.models import FunctionalModel
@@ -93,19 +93,20 @@ class CertifiedNewtonStep:
     def __init__(self, model: FunctionalModel, lam: float, *, damping: float = 0.01, chains: int = 10,
                  depth: int = 1000, hessian_batch: int = 10, scale: float | None = None,
                  radius: float | None = None, seed: int = 0, lipschitz_directions: int = 1,
-                 power_iters: int = 10):
+                 power_iters: int = 10, hvp_precision: str = "float64"):
         if damping < 0:
             raise ValueError("damping must be >= 0")
         self.model, self.lam, self.damping = model, float(lam), float(damping)
+        self.hvp_dtype = resolve_hvp_dtype(model, hvp_precision)
         self.chains, self.depth, self.hessian_batch = int(chains), int(depth), int(hessian_batch)
         self.scale, self.radius, self.seed = scale, radius, int(seed)
         self.lipschitz_directions, self.power_iters = int(lipschitz_directions), int(power_iters)
 
     def _hess(self, w: torch.Tensor, mask: np.ndarray | None = None) -> DataHessian:
         if mask is None:
-            return DataHessian(self.model, self.lam, w, self.x_, self.y_)
+            return DataHessian(self.model, self.lam, w, self.x_, self.y_, hvp_dtype=self.hvp_dtype)
         idx = torch.as_tensor(np.nonzero(mask)[0])
-        return DataHessian(self.model, self.lam, w, self.x_[idx], self.y_[idx])
+        return DataHessian(self.model, self.lam, w, self.x_[idx], self.y_[idx], hvp_dtype=self.hvp_dtype)
 
     def fit(self, w: torch.Tensor, x: torch.Tensor, y: torch.Tensor):
         self.w_ = w.detach().to(DTYPE).clone()
@@ -137,7 +138,8 @@ class CertifiedNewtonStep:
             for k in range(4):
                 idx = torch.randint(self.n_, (1, self.hessian_batch), generator=gen)
                 xb, yb = self.x_[idx], self.y_[idx]
-                norms.append(power_norm(lambda v: chain_hvps(self.model, self.lam, self.w_, xb, yb, v[None])[0], d,
+                norms.append(power_norm(lambda v: chain_hvps(self.model, self.lam, self.w_, xb, yb, v[None],
+                                                                     self.hvp_dtype)[0], d,
                                         iters=2 * self.power_iters, seed=self.seed + k))
             self.scale_ = 1.25 * (max(norms) + self.damping)
             self.scale_how_ = ("1.25 x (largest |eigenvalue| by power iteration over H_S and 4 sampled Hessian "
@@ -196,7 +198,7 @@ class CertifiedNewtonStep:
             scale = max(scale, 1.25 * (abs(lam_max) + damping))
         v, linfo = lissa_solve(self.model, self.lam, start_w, self.x_[keep], self.y_[keep], g, damping=damping,
                                scale=scale, chains=self.chains, depth=self.depth, hessian_batch=self.hessian_batch,
-                               seed=self.seed + 1000 + k, mu_lower=damping + lam_min)
+                               seed=self.seed + 1000 + k, mu_lower=damping + lam_min, hvp_dtype=self.hvp_dtype)
         new = start_w - v
         if self.radius is not None:
             new = project_ball(new, self.radius)

@@ -26,10 +26,11 @@ DTYPE = torch.float64
 
 
 def chain_hvps(model: FunctionalModel, lam: float, w: torch.Tensor, xb: torch.Tensor, yb: torch.Tensor,
-               V: torch.Tensor) -> torch.Tensor:
+               V: torch.Tensor, hvp_dtype: torch.dtype = DTYPE) -> torch.Tensor:
     """H_{B_s} V[s] for s chains at once, each with its own mini-batch: xb (s, b, ...), yb (s, b), V (s, d).
 
-    H_B is the Hessian of the batch objective (1/|B|) Σ CE + (λ/2)‖w‖² at w (λ included)."""
+    H_B is the Hessian of the batch objective (1/|B|) Σ CE + (λ/2)‖w‖² at w (λ included). Autodiff models compute
+    in ``hvp_dtype`` (softmax regression: float64 closed form); the result has V's dtype."""
     if model.kind == "softmax":
         C = model.n_classes
         X = xb.reshape(xb.shape[0], xb.shape[1], -1).to(DTYPE)                      # (s, b, D)
@@ -45,9 +46,10 @@ def chain_hvps(model: FunctionalModel, lam: float, w: torch.Tensor, xb: torch.Te
 
     def one(v, x, y):
         g = grad(lambda w_: torch.nn.functional.cross_entropy(model.logits(w_, x), y))
-        return jvp(g, (w,), (v,))[1]
+        return jvp(g, (w_h,), (v,))[1]
 
-    return vmap(one)(V, xb.to(DTYPE), yb) + lam * V
+    w_h = w.to(hvp_dtype)
+    return vmap(one)(V.to(hvp_dtype), xb.to(hvp_dtype), yb).to(V.dtype) + lam * V
 
 
 @dataclass
@@ -60,6 +62,7 @@ class LissaInfo:
     truncation_factor: float | None
     hvp_count: int
     diverged: bool = False
+    hvp_dtype: str = "float64"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,12 +70,13 @@ class LissaInfo:
 
 def lissa_solve(model: FunctionalModel, lam: float, w: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
                 g: torch.Tensor, *, damping: float, scale: float, chains: int = 10, depth: int = 1000,
-                hessian_batch: int = 10, seed: int = 0,
-                mu_lower: float | None = None) -> tuple[torch.Tensor, LissaInfo]:
+                hessian_batch: int = 10, seed: int = 0, mu_lower: float | None = None,
+                hvp_dtype: torch.dtype = DTYPE) -> tuple[torch.Tensor, LissaInfo]:
     """Estimate (H_D(w) + damping·I)⁻¹ g by LiSSA over the records (x, y); Hessian mini-batches drawn i.i.d. (with
     replacement) per chain and per step; ``hessian_batch`` ≥ the number of records uses all of them every step (the
     exact Hessian: LiSSA is then the truncated Neumann series). ``mu_lower`` (a lower bound on the smallest
-    eigenvalue of H_D + damping·I, when known) gives the truncation factor in the info."""
+    eigenvalue of H_D + damping·I, when known) gives the truncation factor in the info. ``hvp_dtype``: the
+    arithmetic of autodiff HVPs (the recursion itself stays float64)."""
     if scale <= 0 or chains < 1 or depth < 0 or hessian_batch < 1:
         raise ValueError("lissa_solve needs scale > 0, chains ≥ 1, depth ≥ 0, hessian_batch ≥ 1")
     w, g = w.detach().to(DTYPE), g.to(DTYPE)
@@ -87,7 +91,7 @@ def lissa_solve(model: FunctionalModel, lam: float, w: torch.Tensor, x: torch.Te
             idx = torch.arange(n).expand(chains, n)
         else:
             idx = torch.randint(n, (chains, hessian_batch), generator=gen)
-        HV = chain_hvps(model, lam, w, x[idx], y[idx], V)
+        HV = chain_hvps(model, lam, w, x[idx], y[idx], V, hvp_dtype)
         V = g + V - (HV + damping * V) / scale
         if not math.isfinite(float(V.norm())) or float(V.norm()) > 1e12 * max(g_norm, 1e-300):
             diverged = True
@@ -96,5 +100,5 @@ def lissa_solve(model: FunctionalModel, lam: float, w: torch.Tensor, x: torch.Te
     if mu_lower is not None and mu_lower > 0:
         trunc = float(max(0.0, 1.0 - mu_lower / scale) ** depth)
     info = LissaInfo(chains, int(depth), int(hessian_batch), float(scale), float(damping), trunc,
-                     int(depth) * chains, diverged)
+                     int(depth) * chains, diverged, str(hvp_dtype).removeprefix("torch."))
     return V.mean(0) / scale, info

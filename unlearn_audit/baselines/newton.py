@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from unlearn_audit.baselines.hessian import (DTYPE, DataHessian, SolveInfo, extreme_eigenvalues, factor_spd,
+                                             resolve_hvp_dtype,
                                              solve_with_damping)
 from unlearn_audit.models import FunctionalModel
 
@@ -35,11 +36,13 @@ class _SecondOrderBaseline:
     name = "abstract"
 
     def __init__(self, model: FunctionalModel, lam: float, *, solver: Solver = "auto", exact_max_dim: int = 5000,
-                 cg_tol: float = 1e-10, cg_maxiter: int | None = None, damping_floor: float = 1e-3):
+                 cg_tol: float = 1e-10, cg_maxiter: int | None = None, damping_floor: float = 1e-3,
+                 hvp_precision: str = "float64"):
         if solver not in ("auto", "cholesky", "cg"):
             raise ValueError(f"solver must be 'auto', 'cholesky' or 'cg', got '{solver}'")
         self.model, self.lam = model, float(lam)
         self.solver, self.exact_max_dim = solver, int(exact_max_dim)
+        self.hvp_dtype = resolve_hvp_dtype(model, hvp_precision, self.exact_max_dim)
         self.cg_tol, self.cg_maxiter, self.damping_floor = float(cg_tol), cg_maxiter, float(damping_floor)
 
     @property
@@ -65,7 +68,7 @@ class _SecondOrderBaseline:
 
     def _hessian(self, mask: np.ndarray) -> DataHessian:
         idx = torch.as_tensor(np.nonzero(mask)[0])
-        return DataHessian(self.model, self.lam, self.w_, self.x_[idx], self.y_[idx])
+        return DataHessian(self.model, self.lam, self.w_, self.x_[idx], self.y_[idx], hvp_dtype=self.hvp_dtype)
 
     def _check_new(self, positions) -> np.ndarray:
         pos = np.unique(np.asarray(positions, dtype=np.int64))
@@ -90,7 +93,11 @@ class _SecondOrderBaseline:
 
     @property
     def solver_name(self) -> str:
-        return "cholesky (float64)" if self.uses_cholesky else "conjugate gradients with HVPs (float64)"
+        if self.uses_cholesky:
+            return "cholesky (float64)"
+        hvp = str(self.hvp_dtype).removeprefix("torch.")
+        return ("conjugate gradients with HVPs (float64)" if hvp == "float64" else
+                f"conjugate gradients (float64) with {hvp} HVPs")
 
     def any_indefinite(self) -> bool:
         infos = self.solves_ + ([self.precompute_info_] if self.precompute_info_ else [])

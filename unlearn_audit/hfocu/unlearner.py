@@ -17,8 +17,8 @@ from typing import Callable, Literal
 import numpy as np
 import torch
 
-from unlearn_audit.certify import (SensitivityCertificate, calibrate, power_iteration_rho, recursion_certificate,
-                                   release, softmax_regression_constants)
+from unlearn_audit.certify import (CertificationError, SensitivityCertificate, calibrate, power_iteration_rho,
+                                   recursion_certificate, release, softmax_regression_constants)
 from unlearn_audit.hfocu.chunked import SoftmaxTrajectory, softmax_chunk_outer
 from unlearn_audit.hfocu.recursion import ApproximatorRecursion, Order
 from unlearn_audit.hfocu.replay import WeightTrajectory, replay_unlearn
@@ -256,11 +256,14 @@ class HFOCUUnlearner:
         pos = self.deleted_positions() if record_ids is None else self._positions(record_ids, check_deleted=False)
         if len(pos) == 0:
             raise UnlearningError("nothing deleted yet: no certificate to compute")
+        if self.sgd.clip == "batch":
+            raise CertificationError("batch-gradient clipping is not covered by the per-sample recursion bound: "
+                                     "train with per-sample clipping or none to get a certificate")
         if self.model.kind == "softmax":
             max_x = float(self.x_.reshape(len(self.x_), -1).double().norm(dim=1).max())
             return softmax_regression_constants(
                 self.schedule_, pos, self.sgd.lam, max_x, self.model.n_classes,
-                clip_norm=self.sgd.clip_norm if self.sgd.clip == "per_sample" else None,
+                clip_norm=self.sgd.clip_norm if self.sgd.clip == "per_sample" else None,     # batch refused above
                 weight_norm_bound=self.sgd.weight_norm_bound,
                 measured_max_weight_norm=self.train_result_.max_weight_norm,
                 clip_mode="per_sample")
