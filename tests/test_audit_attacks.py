@@ -226,3 +226,27 @@ def test_shadow_protocol_with_a_fixed_shadow_part():
         ShadowProtocol(factory, pool_size=10, n_shadows=1, deletions_per_shadow=1, shadow_positions=[3, 12])
     with pytest.raises(InvalidInputError, match="deletions_per_shadow"):
         ShadowProtocol(factory, pool_size=100, n_shadows=1, deletions_per_shadow=30, shadow_positions=part)
+
+
+def test_shadow_cache_defaults_to_the_user_cache_not_the_working_directory(monkeypatch, tmp_path):
+    """Unset audit.shadow_cache_dir: $UNLEARN_AUDIT_CACHE_DIR/shadows, else $XDG_CACHE_HOME (or ~/.cache)/
+    unlearn-audit/shadows, wherever the audit is started; "" turns the cache off."""
+    from types import SimpleNamespace
+
+    from unlearn_audit.audit.shadow_models import _cache_dir, default_cache_dir
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("UNLEARN_AUDIT_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "unlearn-audit" / "shadows"
+    monkeypatch.setenv("UNLEARN_AUDIT_CACHE_DIR", str(tmp_path / "mine"))
+    assert default_cache_dir() == tmp_path / "mine" / "shadows"
+
+    def ctx(value):
+        return SimpleNamespace(cfg=config_from_dict({"audit": {"shadow_cache_dir": value}} if value is not None
+                                                     else {}))
+
+    assert _cache_dir(ctx(None)) == (tmp_path / "mine" / "shadows").resolve()
+    assert (tmp_path / "mine" / "shadows").is_dir() and not (tmp_path / ".cache").exists()
+    assert _cache_dir(ctx("")) is None
+    assert _cache_dir(ctx(str(tmp_path / "given"))) == (tmp_path / "given").resolve()

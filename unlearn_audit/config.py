@@ -218,9 +218,11 @@ class AuditSection(_Section):
     shadow_fit_gap: float = Field(0.1, gt=0, le=1)
     """LiRA and MIA-U refuse to report when the shadows' mean train accuracy is more than this below the target's,
     or their mean test accuracy differs from the target's by more than this."""
-    shadow_cache_dir: str = ".cache/shadows"
-    """Folder of the shadow-model cache (keyed by everything that shaped the shadows) and of LiRA's keep masks;
-    empty string: no cache."""
+    shadow_cache_dir: str | None = None
+    """Folder of the shadow-model cache (keyed by everything that shaped the shadows) and of LiRA's keep masks.
+    Unset: $UNLEARN_AUDIT_CACHE_DIR/shadows if that variable is set, else the user cache folder
+    ($XDG_CACHE_HOME, or ~/.cache)/unlearn-audit/shadows, the same wherever the audit is started; empty string: no
+    cache."""
     sweep_sigmas: list[float] = Field(default_factory=lambda: [0.0, 0.01, 0.03, 0.1, 0.3, 1.0])
     """Noise scales σ of the privacy-utility sweep (the certified σ is always added): test accuracy, attack AUC and
     the ε each σ would certify."""

@@ -121,12 +121,23 @@ def _atomic_write(path: Path, content) -> None:
         raise
 
 
+def default_cache_dir() -> Path:
+    """The shadow cache used when ``audit.shadow_cache_dir`` is unset: $UNLEARN_AUDIT_CACHE_DIR/shadows, else
+    ($XDG_CACHE_HOME or ~/.cache)/unlearn-audit/shadows."""
+    root = os.environ.get("UNLEARN_AUDIT_CACHE_DIR")
+    if root:
+        return Path(root).expanduser() / "shadows"
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "unlearn-audit" / "shadows"
+
+
 def _cache_dir(ctx: AuditContext) -> Path | None:
     d = ctx.cfg.audit.shadow_cache_dir
-    if not d:
+    if d == "":
         return None
-    Path(d).mkdir(parents=True, exist_ok=True)
-    return Path(d).resolve()
+    path = default_cache_dir() if d is None else Path(d).expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return path.resolve()
 
 
 def target_accuracies(ctx: AuditContext) -> tuple[float, float]:
@@ -364,7 +375,8 @@ def mia_u_shadows(ctx: AuditContext) -> MIAUShadows:
                             "the target, candidates mode", "shadow_part_size": int(len(shadow_part)),
                "shadow_train_size": n_sh_train, "deletions_per_shadow": deletions,
                "classifier": cfg.audit.mia_u_classifier, "feature": cfg.audit.mia_u_feature,
-               "cache_key": key, "from_cache": cached is not None}
+               "cache_key": key, "from_cache": cached is not None,
+               "cache_dir": str(cache_dir) if cache_dir is not None else None}
     if refused is None:
         if cpath is not None and cached is None:
             arrays = dict(w_original=torch.stack(w_o).numpy(), w_unlearned=torch.stack(w_u).numpy(),
