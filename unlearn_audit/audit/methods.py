@@ -71,7 +71,7 @@ def run_hfocu(ctx: AuditContext) -> MethodOutcome:
         requests=requests,
         extra={"latency_seconds": {"p50": float(np.percentile(secs, 50)), "p99": float(np.percentile(secs, 99)),
                                    "n_requests": len(secs)},
-               "curvature": un.recursion_.curvature_name, "order": ctx.cfg.unlearning.order,
+               "mode": un.mode, "curvature": un.recursion_.curvature_name, "order": ctx.cfg.unlearning.order,
                "hvp_count": int(un.recursion_.hvp_count)})
 
 

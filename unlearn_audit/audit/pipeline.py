@@ -92,12 +92,14 @@ def prepare_context(cfg: AuditConfig, say: Progress) -> AuditContext:
                     clip_norm=tc.clip_norm, weight_norm_bound=tc.weight_norm_bound, seed=cfg.seed)
     model = build_model(cfg.model.kind, train.feature_shape, ds.n_classes, seed=cfg.seed, hidden=cfg.model.hidden)
     x, y = _tensor(train.x), _tensor(train.y, torch.int64)
-    unlearner = HFOCUUnlearner(model, sgd, mode="all", curvature=cfg.unlearning.curvature,
-                               order=cfg.unlearning.order)
+    # The forget set depends only on the seed and the training ids, so it is known before training: ``candidates``
+    # mode keeps approximators for it alone.
+    forget_pos = choose_forget_set(cfg, train.ids, np.random.default_rng(cfg.seed))
+    mode = cfg.unlearning.mode
+    unlearner = HFOCUUnlearner(model, sgd, mode=mode, curvature=cfg.unlearning.curvature, order=cfg.unlearning.order,
+                               candidates=[str(train.ids[i]) for i in forget_pos] if mode == "candidates" else None)
     unlearner.fit(x, y, train.ids, progress=lambda d, t: say("training with approximators", d, t))
 
-    rng = np.random.default_rng(cfg.seed)
-    forget_pos = choose_forget_set(cfg, train.ids, rng)
     ctx = AuditContext(cfg=cfg, model=model, sgd=sgd, x=x, y=y, train_ids=train.ids,
                        x_test=_tensor(test.x), y_test=_tensor(test.y, torch.int64),
                        x_pop=_tensor(pop.x), y_pop=_tensor(pop.y, torch.int64), unlearner=unlearner,
