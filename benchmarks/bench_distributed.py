@@ -10,6 +10,8 @@ imports, data, training replay, HF-OCU recursion, store write); "compute" the sl
 
     python benchmarks/bench_distributed.py [--n 500,1000,2000] [--epochs 15] [--repeats 1] [--with-threads]
 
+Writes what it prints to benchmarks/results/distributed.txt (``--out``).
+
 Scaling note. Steps T = E·n/|B|; each propagates every active approximator through one Hessian-vector product,
 which for the closed-form softmax Hessian costs ~4·C·D·|B| flops, so the precompute costs ~4·E·n²·d flops (|B|
 cancels here; with an HVP whose cost does not grow with |B| it would be n²·d·E/|B|). Time therefore grows as n² at
@@ -83,9 +85,16 @@ def main() -> None:
     ap.add_argument("--cores", type=int, default=None, help="total cores to use (default: os.cpu_count())")
     ap.add_argument("--layout", default="auto", choices=["auto", "chunk_outer", "time_outer"],
                     help="HF-OCU layout (auto = chunk_outer for softmax, as the unlearner)")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "distributed.txt"))
     ap.add_argument("--with-threads", action="store_true",
                     help="also time 1 process x <cores> threads (slow and erratic when other jobs share the CPU)")
     args = ap.parse_args()
+    written: list[str] = []
+
+    def out(text: str = "", **kwargs) -> None:
+        """Print, and keep the line for the results file."""
+        print(text, **kwargs)
+        written.append(str(text))
     import os
 
     cores = args.cores or os.cpu_count() or 1
@@ -94,14 +103,14 @@ def main() -> None:
     if args.with_threads:
         setups.insert(1, (f"1p x {cores}t", 1, cores))
     sizes = [int(s) for s in args.n.split(",")]
-    print(f"{args.dataset} softmax regression, d=7850, E={args.epochs}, |B|=32, eta0=0.05, gamma=0.995, lam=0.5, "
+    out(f"{args.dataset} softmax regression, d=7850, E={args.epochs}, |B|=32, eta0=0.05, gamma=0.995, lam=0.5, "
           f"layout {args.layout}; "
           f"{cores} cores; torch {torch.__version__}; median of {args.repeats}, setups interleaved")
-    print("wall = whole launch (start, imports, data, replay, recursion, store write); "
+    out("wall = whole launch (start, imports, data, replay, recursion, store write); "
           "compute = slowest rank's training replay + recursion")
     names = " ".join(f"{nm:>9s}" for nm, _, _ in setups)
-    print("cpu = CPU seconds of the busiest rank's compute (robust to other jobs on the machine)")
-    print(f"{'n':>5s} | wall s: {names} | wall ratio | compute s: {names} | compute ratio | cpu s 1p, 2p | "
+    out("cpu = CPU seconds of the busiest rank's compute (robust to other jobs on the machine)")
+    out(f"{'n':>5s} | wall s: {names} | wall ratio | compute s: {names} | compute ratio | cpu s 1p, 2p | "
           f"cpu ratio | max row rel diff 2p vs 1p  (ratio = 1p x 1t / 2p)")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -119,7 +128,7 @@ def main() -> None:
             a1, a2 = s1.rows(np.arange(s1.n)).double(), s2.rows(np.arange(s2.n)).double()
             rel = float(((a1 - a2).norm(dim=1) / a1.norm(dim=1).clamp_min(1e-30)).max())
             real_n = res[one][0][2]["n"]
-            print(f"{real_n:5d} |         {' '.join(f'{wall[nm]:9.2f}' for nm in res)} | "
+            out(f"{real_n:5d} |         {' '.join(f'{wall[nm]:9.2f}' for nm in res)} | "
                   f"{wall[one] / wall[two]:10.2f} |            {' '.join(f'{comp[nm]:9.2f}' for nm in res)} | "
                   f"{comp[one] / comp[two]:13.2f} | {cpu[one]:6.2f} {cpu[two]:6.2f} | {cpu[one] / cpu[two]:9.2f} | "
                   f"{rel:.1e}", flush=True)
@@ -128,19 +137,21 @@ def main() -> None:
     n_max, c11, c1m, c2, u1, u2 = rows[-1]
     if len(rows) > 1:
         n_a, ca, _, _, ua, _ = rows[-2]
-        print(f"\nscaling check, 1p x 1t: compute({n_max}) / compute({n_a}) = {c11 / ca:.2f}, cpu ratio "
+        out(f"\nscaling check, 1p x 1t: compute({n_max}) / compute({n_a}) = {c11 / ca:.2f}, cpu ratio "
               f"{u1 / ua:.2f} (n^2 predicts {(n_max / n_a) ** 2:.2f})")
     N = 60_000
     ext = lambda c: c / n_max ** 2 * N ** 2 / 3600                                         # noqa: E731
-    print(f"EXTRAPOLATED, not measured (t = c*n^2 fitted at n={n_max}; E={args.epochs}, d=7850, |B|=32) to full "
+    out(f"EXTRAPOLATED, not measured (t = c*n^2 fitted at n={n_max}; E={args.epochs}, d=7850, |B|=32) to full "
           f"Fashion-MNIST n={N}:")
-    print(f"  1p x 1t: {ext(c11):6.1f} h   2p x {half}t: {ext(c2):6.1f} h   "
+    out(f"  1p x 1t: {ext(c11):6.1f} h   2p x {half}t: {ext(c2):6.1f} h   "
           + (f"1p x {cores}t: {ext(c1m):6.1f} h   " if args.with_threads else "") +
           f"P processes x 1t: ~{ext(c11):.1f} h / P (+ the replay, small)")
-    print(f"  from CPU seconds (an unloaded core): 1p x 1t {ext(u1):6.1f} h, 2p busiest rank {ext(u2):6.1f} h")
-    print(f"  store: {N * 7850 * 4 / 2 ** 30:.2f} GiB float32 in all, {N * 7850 * 4 / 2 ** 30 / 2:.2f} GiB per rank "
+    out(f"  from CPU seconds (an unloaded core): 1p x 1t {ext(u1):6.1f} h, 2p busiest rank {ext(u2):6.1f} h")
+    out(f"  store: {N * 7850 * 4 / 2 ** 30:.2f} GiB float32 in all, {N * 7850 * 4 / 2 ** 30 / 2:.2f} GiB per rank "
           f"at P=2 (bfloat16: half)")
     sys.stdout.flush()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text("\n".join(written) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":
