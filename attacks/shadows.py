@@ -13,7 +13,12 @@ their padded steps are inactive (no update at all, not even weight decay). :func
 trains the same models one after the other with ``torch.nn`` + ``torch.optim.SGD``, with the same
 initialisation and the same batches, so the two agree to float round-off (tested to 1e-5).
 
-Update rule (both trainers): w <- w - lr * (mean-batch-gradient of the cross-entropy + weight_decay * w).
+Any other architecture (a CNN, a tanh MLP, ...): :func:`train_functional_ensemble` takes the model as a function
+``forward(w, x) -> logits`` of a flat parameter vector and trains k of them at once with ``torch.func.vmap`` over
+the stacked vectors, on the same batch schedule and update rule (kind ``"functional"``; the caller supplies the k
+initial vectors, and ``forward`` again when loading one from the cache).
+
+Update rule (all trainers): w <- w - lr * (mean-batch-gradient of the cross-entropy + weight_decay * w).
 Randomness: model i's initialisation and batch order come from ``numpy.random.default_rng([seed, i, ...])``,
 so model i is the same whatever k is.
 """
@@ -28,7 +33,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -42,6 +47,7 @@ __all__ = [
     "MODEL_KINDS",
     "Ensemble",
     "train_ensemble",
+    "train_functional_ensemble",
     "train_sequential",
     "predict_logits",
     "init_params",
@@ -89,6 +95,8 @@ def _kind_of(params: dict[str, Any]) -> str:
         return "softmax"
     if set(params) == {"W1", "b1", "W2", "b2"}:
         return "mlp"
+    if set(params) == {"w"}:
+        return "functional"
     raise InvalidInputError(f"params: unrecognised parameter names {sorted(params)}")
 
 
@@ -166,13 +174,19 @@ class Ensemble:
     key: str | None = None
     from_cache: bool = False
     info: dict[str, Any] = field(default_factory=dict)
+    forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    """``forward(w, x) -> logits`` of one model, for ``model_kind == "functional"`` (``params = {"w": (k, d)}``)."""
 
     @property
     def k(self) -> int:
         return int(next(iter(self.params.values())).shape[0])
 
     def predict_logits(self, x: Any) -> torch.Tensor:
-        """(m, d) -> (k, m, C) logits of every model."""
+        """(m, ...) -> (k, m, C) logits of every model."""
+        if self.model_kind == "functional":
+            if self.forward is None:
+                raise InvalidInputError("a functional ensemble needs its forward(w, x) to predict")
+            return _functional_logits(self.forward, self.params["w"], x)
         return predict_logits(self.params, x)
 
     def model_params(self, i: int) -> dict[str, torch.Tensor]:
@@ -186,10 +200,12 @@ class Ensemble:
         t = torch.as_tensor(idx)
         return Ensemble(self.model_kind, {n: p[t] for n, p in self.params.items()}, self.n_classes,
                         self.train_acc[idx], self.test_acc[idx], key=None, from_cache=self.from_cache,
-                        info=dict(self.info))
+                        info=dict(self.info), forward=self.forward)
 
     def to_module(self, i: int) -> torch.nn.Module:
         """Model i as a ``torch.nn.Sequential`` of ``nn.Linear`` (+ ``nn.ReLU``) layers (a copy)."""
+        if self.model_kind == "functional":
+            raise InvalidInputError("a functional ensemble has no torch.nn form here: use forward(w, x)")
         return _to_module(self.model_kind, self.model_params(i))
 
 
@@ -278,6 +294,75 @@ def train_ensemble(model_kind: str, x: Any, y: Any, masks: Any, n_classes: int, 
     params = {n: p.detach() for n, p in params.items()}
     train_acc, test_acc = _accuracies(params, xa, ya, ma, x_test, y_test, n_classes)
     return Ensemble(model_kind, params, n_classes, train_acc, test_acc, info={"trainer": "ensemble"})
+
+
+def _functional_logits(forward, W: torch.Tensor, x: Any, chunk: int = 512) -> torch.Tensor:
+    """Logits of k functional models on the same records: x (m, ...) -> (k, m, C)."""
+    xt = torch.as_tensor(to_numpy(x)).to(W.dtype)
+    batched = torch.func.vmap(forward, in_dims=(0, None))
+    with torch.no_grad():
+        return torch.cat([batched(W, xt[s:s + chunk]) for s in range(0, xt.shape[0], chunk)], dim=1)
+
+
+def train_functional_ensemble(forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], init_weights: Any,
+                              x: Any, y: Any, masks: Any, n_classes: int, epochs: int = 50, batch_size: int = 32,
+                              lr: float = 0.1, weight_decay: float = 0.0, seed: int = 0, x_test: Any = None,
+                              y_test: Any = None) -> Ensemble:
+    """Train k models of any architecture at once, model i on the records with ``masks[i]`` True.
+
+    Args:
+        forward: ``forward(w, xb) -> logits (B, C)`` of one model with flat parameters ``w`` (d,); it must treat
+            records independently (no batch statistics), as ``torch.func.vmap`` runs it per model.
+        init_weights: (k, d) initial parameter vectors, one per model (their dtype is the training dtype).
+        x, y: the pool, (n, ...) inputs in the shape ``forward`` takes and (n,) integer labels.
+        masks: (k, n) bool keep masks (1 = member of model i).
+        n_classes, epochs, batch_size, lr, weight_decay, seed: as in :func:`train_ensemble` (same batch schedule,
+            same update rule, padded steps inactive).
+        x_test, y_test: optional common test set for ``test_acc`` (default: each model's left-out records).
+
+    Returns:
+        :class:`Ensemble` of kind ``"functional"`` with ``params = {"w": (k, d)}`` and ``forward`` attached.
+    """
+    W = torch.as_tensor(to_numpy(init_weights)).clone()
+    if W.ndim != 2 or not W.dtype.is_floating_point:
+        raise InvalidInputError(f"init_weights: expected a (k, d) float array, got shape {tuple(W.shape)}")
+    xa = np.asarray(to_numpy(x))
+    if xa.ndim < 2 or not np.isfinite(xa).all():
+        raise InvalidInputError(f"x: expected finite records of shape (n, ...), got shape {xa.shape}")
+    # the built-in checks of labels, masks and hyper-parameters ("softmax" only stands in for a valid kind)
+    _validate("softmax", xa.reshape(len(xa), -1), y, masks, n_classes, epochs, batch_size, lr, weight_decay, 1,
+              "float32")
+    ya = label_array("y", y, n_classes=n_classes, shape=(xa.shape[0],))
+    ma = to_numpy(masks).copy()
+    k = ma.shape[0]
+    if W.shape[0] != k:
+        raise InvalidInputError(f"init_weights: {W.shape[0]} vectors for {k} keep masks")
+    X, Y = torch.as_tensor(xa).to(W.dtype), torch.as_tensor(ya)
+
+    def batch_loss(w, xb, yb, wb):
+        return (F.cross_entropy(forward(w, xb), yb, reduction="none") * wb).sum()
+
+    step_grad = torch.func.vmap(torch.func.grad(batch_loss))
+    for idx, valid, count in batch_schedule(ma, epochs, batch_size, seed):
+        idx_t = torch.from_numpy(idx)
+        wts = torch.from_numpy(valid / np.maximum(count, 1)[:, None]).to(W.dtype)      # 1/|B_i| or 0
+        g = step_grad(W, X[idx_t], Y[idx_t], wts)
+        if weight_decay:
+            g = g + weight_decay * W
+        W = W - lr * torch.from_numpy(count > 0).to(W.dtype)[:, None] * g
+    pred = _functional_logits(forward, W, X).argmax(dim=2).numpy()
+    correct = pred == ya[None, :]
+    train_acc = (correct & ma).sum(1) / ma.sum(1)
+    if x_test is not None:
+        yt = label_array("y_test", y_test, n_classes=n_classes, shape=(len(to_numpy(x_test)),))
+        test_acc = (_functional_logits(forward, W, x_test).argmax(dim=2).numpy() == yt[None, :]).mean(1)
+    else:
+        out = ~ma
+        with np.errstate(invalid="ignore", divide="ignore"):
+            test_acc = np.where(out.sum(1) > 0, (correct & out).sum(1) / np.maximum(out.sum(1), 1), np.nan)
+    return Ensemble("functional", {"w": W.detach()}, n_classes, train_acc.astype(np.float64),
+                    np.asarray(test_acc, dtype=np.float64), info={"trainer": "functional ensemble (torch.func.vmap)"},
+                    forward=forward)
 
 
 def _to_module(model_kind: str, p: dict[str, torch.Tensor]) -> torch.nn.Module:
@@ -380,8 +465,10 @@ class ShadowCache:
     def path(self, key: str) -> Path:
         return self.directory / f"{key}.npz"
 
-    def load(self, key: str) -> Ensemble | None:
-        """The cached ensemble for ``key``, or None if absent."""
+    def load(self, key: str, forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+             ) -> Ensemble | None:
+        """The cached ensemble for ``key``, or None if absent. A functional ensemble gets ``forward`` attached
+        (the cache holds numbers only, never code)."""
         path = self.path(key)
         if not path.exists():
             return None
@@ -391,7 +478,8 @@ class ShadowCache:
                 raise InvalidInputError(f"cache file {path} holds key {meta.get('key')!r}, expected {key!r}")
             params = {n[len("param_"):]: torch.from_numpy(z[n].copy()) for n in z.files if n.startswith("param_")}
             ens = Ensemble(meta["model_kind"], params, int(meta["n_classes"]), z["train_acc"].copy(),
-                           z["test_acc"].copy(), key=key, from_cache=True, info=meta.get("info", {}))
+                           z["test_acc"].copy(), key=key, from_cache=True, info=meta.get("info", {}),
+                           forward=forward)
         _kind_of(ens.params)
         return ens
 

@@ -187,3 +187,35 @@ def test_lira_fallback_for_records_without_shadows():
         LiRA().score(conf, keep[:, :5], np.zeros(10))
     with pytest.raises(InvalidInputError, match="target_conf"):
         LiRA().score(conf, keep, np.r_[np.zeros(9), np.inf])
+
+
+def test_functional_ensemble_equals_the_built_in_trainer_and_caches(digits, tmp_path):
+    """Any architecture as forward(w, x): with softmax regression written that way, the vmapped functional trainer
+    gives the built-in ensemble's models (same init, same batches, same update) to float round-off; it reloads from
+    the cache with its forward re-attached, and refuses to predict without one."""
+    x, y = digits
+    x, y = x[:300], y[:300]
+    k, d, C = 4, x.shape[1], 10
+    masks = draw_keep_masks(k, len(x), seed=3)
+    kw = dict(epochs=5, batch_size=32, lr=0.3, weight_decay=1e-3, seed=7)
+    ref = sh.train_ensemble("softmax", x, y, masks, C, **kw)
+    p0 = sh.init_params("softmax", k, d, C, seed=7)
+    w0 = torch.cat([p0["W"].reshape(k, -1), p0["b"]], dim=1)
+
+    def forward(w, xb):
+        return xb @ w[:d * C].view(d, C) + w[d * C:]
+
+    ens = sh.train_functional_ensemble(forward, w0, x, y, masks, C, **kw)
+    assert ens.model_kind == "functional" and ens.k == k
+    assert torch.allclose(ens.predict_logits(x), ref.predict_logits(x), atol=1e-4)
+    np.testing.assert_allclose(ens.train_acc, ref.train_acc)
+    np.testing.assert_allclose(ens.test_acc, ref.test_acc)
+    assert 0.8 < ens.train_acc.mean() <= 1.0
+    cache = sh.ShadowCache(tmp_path)
+    cache.save("k1", ens)
+    back = cache.load("k1", forward=forward)
+    assert back.from_cache and torch.equal(back.predict_logits(x[:20]), ens.predict_logits(x[:20]))
+    with pytest.raises(InvalidInputError, match="forward"):
+        cache.load("k1").predict_logits(x[:5])
+    with pytest.raises(InvalidInputError, match="init_weights"):
+        sh.train_functional_ensemble(forward, w0[:3], x, y, masks, C, **kw)

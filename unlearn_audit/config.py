@@ -97,8 +97,7 @@ class ModelConfig(_Section):
     constants); mlp (one tanh hidden layer); cnn (the HF-OCU paper's small CNN, 21,840 parameters on 28×28 inputs);
     lenet5 (61,706 parameters); resnet18 (GroupNorm instead of BatchNorm, 11.2M parameters, no pretrained weights).
     All but softmax use vmapped autodiff Hessian-vector products and measured certificate constants. LiRA's
-    ensemble shadows exist for softmax and mlp only: with the image models LiRA refuses and says so (use the loss
-    attack and MIA-U)."""
+    shadows are copies of the target's own architecture, trained many at once (torch.func.vmap)."""
     hidden: int = Field(64, gt=0)
     """Hidden units of the mlp (ignored by the other models)."""
 

@@ -203,21 +203,34 @@ def lira_shadows(ctx: AuditContext) -> LiRAShadows:
     hyper = dict(epochs=sgd.epochs, batch_size=sgd.batch_size, lr=_mean_lr(ctx), weight_decay=sgd.lam,
                  seed=cfg.seed, hidden=cfg.model.hidden, dtype="float32")
     kind = ctx.model.kind
-    if kind not in ash.MODEL_KINDS:
-        sh = LiRAShadows(query=query, n_members=len(pool.forget), n_nonmembers=len(pool.population),
-                         n_calibration=len(pool.test), keep=masks[:, :len(query)], shadow_conf=np.zeros(0),
-                         summary={"n_shadows": k, "fit_check": "not run", "model_kind": kind},
-                         refused=f"no ensemble shadow trainer for model kind '{kind}' (have {ash.MODEL_KINDS})")
-        ctx.extra["lira_shadows"] = sh
-        return sh
-    key = ash.cache_key(kind, x_pool, y_pool, masks, ctx.model.n_classes, **hyper)
+    # Softmax regression: the built-in batched-matmul ensemble (the same model). Every other architecture: the
+    # target's own network as forward(w, x), k copies trained at once with torch.func.vmap.
+    functional = kind != "softmax"
+    if functional:
+        hyper.pop("hidden")
+        hyper.pop("dtype")
+        init = torch.stack([build_model(kind, ctx.model.input_shape, ctx.model.n_classes,
+                                        seed=int(np.random.default_rng([cfg.seed, 0x11A, 2, i]).integers(2 ** 31)),
+                                        hidden=cfg.model.hidden).initial_weights() for i in range(k)])
+        forward = ctx.model.logits
+        key = hashlib.sha256(json.dumps({
+            "ensemble": ash.cache_key(f"functional:{kind}", x_pool, y_pool, masks, ctx.model.n_classes, **hyper),
+            "model": ctx.model.describe(), "init": _digest(init.numpy()),
+            "code_version": CODE_VERSION}, sort_keys=True, default=str).encode()).hexdigest()
+    else:
+        forward = None
+        key = ash.cache_key(kind, x_pool, y_pool, masks, ctx.model.n_classes, **hyper)
     cache_dir = _cache_dir(ctx)
     ens = None
     if cache_dir is not None:
         cache = ash.ShadowCache(cache_dir)
-        ens = cache.load(key)
+        ens = cache.load(key, forward=forward)
     if ens is None:
-        ens = ash.train_ensemble(kind, x_pool, y_pool, masks, ctx.model.n_classes, **hyper)
+        if functional:
+            ens = ash.train_functional_ensemble(forward, init, pool.x[torch.as_tensor(shadow_pool)], y_pool, masks,
+                                                ctx.model.n_classes, **hyper)
+        else:
+            ens = ash.train_ensemble(kind, x_pool, y_pool, masks, ctx.model.n_classes, **hyper)
         ens.key = key
         if cache_dir is not None:
             cache.save(key, ens)
@@ -229,11 +242,12 @@ def lira_shadows(ctx: AuditContext) -> LiRAShadows:
             _atomic_write(ipath, ("\n".join(pool.record_ids[shadow_pool]) + "\n").encode("utf-8"))
             _atomic_write(mpath, lambda f: np.save(f, masks, allow_pickle=False))
         masks_info.update(path=str(mpath), record_ids_path=str(ipath))
-    logits = ens.predict_logits(pool.flat_x(query)).double().numpy()            # (k, m, C)
+    logits = ens.predict_logits(pool.x[torch.as_tensor(query)] if functional
+                                else pool.flat_x(query)).double().numpy()            # (k, m, C)
     conf = signals.logit_scaled_confidence(pool.y[torch.as_tensor(query)].numpy(), logits=logits)
     fit, refused = _fit_summary(ens.train_acc, ens.test_acc, ctx)
-    summary = {**fit, "trainer": "attacks.shadows.train_ensemble", "model_kind": kind,
-               "architecture_note": ("shadow MLPs use ReLU, the target's MLP tanh" if kind == "mlp" else None),
+    summary = {**fit, "trainer": ("attacks.shadows.train_functional_ensemble (the target's architecture, vmapped)"
+                                  if functional else "attacks.shadows.train_ensemble"), "model_kind": kind,
                "hyperparameters": hyper, "not_replicated": [s for s, on in (
                    ("step-size decay (constant mean step size instead)", sgd.decay != 1.0),
                    ("gradient clipping", sgd.clip != "none"), ("weight-norm projection", sgd.weight_norm_bound))
