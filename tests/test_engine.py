@@ -159,3 +159,44 @@ def test_file_backed_store_serves_deletions(digits_train, tmp_path, layout):
     forget = list(ids[[2, 40, 99]])
     disk.delete(forget)
     assert rel(disk.state_, mem.weights_ + mem.approximator_sum(forget)) < 1e-6
+
+
+def test_inject_first_order_gets_its_own_valid_bound():
+    """The paper code's inject-first order propagates each injection in its own step: with ρ_t > 1 (large η) the
+    approximator half of the bound is ρ_t(a_t + i_t), and 2·b_T would under-bound. One step, η(λ + L) > 2:
+    the certificate must still cover the actual distance in both orders."""
+    x, y = torch.full((4, 1), 3.0), torch.tensor([0, 1, 0, 1])
+    ids = [f"r{i}" for i in range(4)]
+    cfg = SGDConfig(epochs=1, batch_size=4, lr=0.9, decay=1.0, lam=0.0)
+    for order in ("propagate_first", "inject_first"):
+        model = build_model("softmax", (1,), 2, seed=1, zero_init=True)
+        un = HFOCUUnlearner(model, cfg, order=order, dtype=torch.float64).fit(x, y, ids)
+        w_re = retrain_without(model, x, y, cfg, un.schedule_, np.array([0]), dtype=torch.float64)
+        un.delete(["r0"])
+        cert = un.certificate()
+        actual = float((un.state_ - w_re).norm())
+        assert actual <= cert.sensitivity * (1 + 1e-9), (order, actual, cert.sensitivity)
+        assert ("inject-first" in cert.bound) == (order == "inject_first")
+
+
+def test_release_noise_covers_every_deletion_and_start_obeys_the_norm_bound(digits_train):
+    """release() calibrates σ to all deletions so far (no subset can set it), and with a weight-norm bound R
+    training starts inside the ball, so G = √2‖x̃‖ + λR holds at step 0 too."""
+    import inspect
+
+    from unlearn_audit.certify import calibrate
+    from unlearn_audit.training.sgd import starting_point
+
+    x, y, ids = digits_train
+    x, y, ids = x[:100], y[:100], ids[:100]
+    cfg = SGDConfig(epochs=2, batch_size=20, lr=0.5, lam=0.01, seed=0)
+    un = HFOCUUnlearner(build_model("softmax", (64,), 10, seed=0), cfg).fit(x, y, ids)
+    un.delete(ids[:5])
+    _, cert, sigma = un.release(epsilon=1.0, delta=1e-5, seed=0)
+    assert sigma == pytest.approx(calibrate(1.0, 1e-5, un.certificate(ids[:5]).sensitivity))
+    assert "record_ids" not in inspect.signature(un.release).parameters
+    model = build_model("softmax", (64,), 10, seed=0)
+    w0 = model.initial_weights()
+    bounded = SGDConfig(epochs=1, batch_size=20, lr=0.5, lam=0.01, weight_norm_bound=0.5 * float(w0.norm()))
+    assert float(starting_point(model, bounded).norm()) == pytest.approx(bounded.weight_norm_bound, rel=1e-6)
+    assert torch.equal(starting_point(model, cfg), w0)

@@ -51,6 +51,11 @@ __all__ = [
 
 SOURCES = ("enforced", "analytic", "measured")
 RECURSION_BOUND = "first-order recursion: b_{t+1} = rho_t b_t + eta_t |U∩B_t| G / |B_t|, b_0 = 0, Delta = 2 b_T"
+RECURSION_BOUND_INJECT_FIRST = (
+    "first-order recursion, inject-first approximators: b_{t+1} = rho_t b_t + i_t (true difference) and "
+    "a_{t+1} = rho_t (a_t + i_t) (approximators, injected before propagating), i_t = eta_t |U∩B_t| G / |B_t|, "
+    "Delta = b_T + a_T")
+ORDERS = ("propagate_first", "inject_first")
 CERTIFICATE_SCHEMA = 1
 
 
@@ -154,8 +159,13 @@ def _check_nonneg(x, name: str, allow_none: bool = False):
 
 # ---------------------------------------------------------------------------------------------------------------------
 # the recursion
-def sensitivity_recursion(schedule: Schedule, forget_positions, rho, G, *, return_trajectory: bool = False):
+def sensitivity_recursion(schedule: Schedule, forget_positions, rho, G, *, return_trajectory: bool = False,
+                          order: str = "propagate_first"):
     """Δ(U) = 2·b_T with b_0 = 0, b_{t+1} = ρ_t b_t + η_t |U∩B_t| G_t / |B_t| (DESIGN §2.4).
+
+    With ``order="inject_first"`` (the paper code's order) the approximator sum obeys a_{t+1} = ρ_t (a_t + i_t)
+    instead (its injection is propagated in the same step), while the true difference still obeys the b recursion:
+    Δ = b_T + a_T, which exceeds 2·b_T whenever ρ_t > 1.
 
     Args:
         schedule: the recorded batch schedule (η_t = ``schedule.lrs[t]``).
@@ -163,10 +173,13 @@ def sensitivity_recursion(schedule: Schedule, forget_positions, rho, G, *, retur
         rho: ρ_t ≥ ‖I − η_t H‖, a scalar or one value per step (any value ≥ 0, including ≥ 1).
         G: bound on every injected per-sample gradient norm, a scalar or one value per step.
         return_trajectory: also return b_0..b_T (length T + 1).
+        order: the approximators' update order, ``propagate_first`` (DESIGN §2.3) or ``inject_first``.
 
     Returns:
         Δ as a float (``inf`` if the recursion overflows), or ``(Δ, b)`` with ``return_trajectory``.
     """
+    if order not in ORDERS:
+        raise CertificationError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
     pos = _positions(schedule, forget_positions)
     T = schedule.n_steps
     rho_t = _per_step(rho, T, "rho")
@@ -178,13 +191,14 @@ def sensitivity_recursion(schedule: Schedule, forget_positions, rho, G, *, retur
     nz = sizes > 0
     inject[nz] = lrs[nz] * counts[nz] * g_t[nz] / sizes[nz]
     traj = np.empty(T + 1)
-    b = 0.0
+    b = a = 0.0
     traj[0] = 0.0
     with np.errstate(over="ignore", invalid="ignore"):
         for t in range(T):
             b = rho_t[t] * b + inject[t]
+            a = rho_t[t] * (a + inject[t])
             traj[t + 1] = b
-    delta = 2.0 * float(b)
+    delta = 2.0 * float(b) if order == "propagate_first" else float(b) + float(a)
     if math.isnan(delta):  # inf * 0 cannot occur (b_t ≥ 0 finite until it overflows to inf)
         delta = math.inf  # pragma: no cover
     return (delta, traj) if return_trajectory else delta
@@ -202,6 +216,7 @@ def recursion_certificate(
     G_how: str,
     model: str = "generic",
     extra_constants: Mapping[str, dict] | None = None,
+    order: str = "propagate_first",
 ) -> SensitivityCertificate:
     """Certificate from given constants (for any model), e.g. ρ_t measured by ``power_iteration_rho`` along the
     trajectory (the max taken) and G enforced by per-sample clipping.
@@ -212,7 +227,7 @@ def recursion_certificate(
     pos = _positions(schedule, forget_positions)
     rho_t = _per_step(rho, schedule.n_steps, "rho")
     g_t = _per_step(G, schedule.n_steps, "G")
-    delta = sensitivity_recursion(schedule, pos, rho_t, g_t)
+    delta = sensitivity_recursion(schedule, pos, rho_t, g_t, order=order)
     if not math.isfinite(delta):
         raise CertificationError(
             "sensitivity bound overflowed: the product of rho_t over the schedule exceeds float range, "
@@ -226,7 +241,7 @@ def recursion_certificate(
         for k, v in extra_constants.items():
             constants[k] = _const(v["value"], v["source"], v["how"])
     return SensitivityCertificate(
-        bound=RECURSION_BOUND,
+        bound=RECURSION_BOUND if order == "propagate_first" else RECURSION_BOUND_INJECT_FIRST,
         sensitivity=delta,
         constants=constants,
         schedule_digest=schedule.digest(),
@@ -250,6 +265,7 @@ def softmax_regression_constants(
     measured_max_weight_norm: float | None = None,
     *,
     clip_mode: str = "per_sample",
+    order: str = "propagate_first",
 ) -> SensitivityCertificate:
     """Certificate for multinomial logistic regression with bias, per-sample loss CE(W x̃, y) + (λ/2)‖w‖².
 
@@ -286,6 +302,7 @@ def softmax_regression_constants(
         clip_norm, weight_norm_bound, measured_max_grad_norm, measured_max_weight_norm: see above.
         clip_mode: how ``clip_norm`` was applied in training: "per_sample" (covered) or "batch" (refused: clipping
             the batch gradient does not split into per-sample injections, so this bound does not apply).
+        order: the approximators' update order (``inject_first`` changes the approximator half of the bound).
 
     Raises:
         CertificationError: invalid inputs; no way to bound G (λ > 0 with neither R, a measured weight norm,
@@ -372,7 +389,7 @@ def softmax_regression_constants(
     return recursion_certificate(
         schedule, pos, rho_t, G,
         rho_source="analytic", rho_how=rho_how, G_source=g_source, G_how=g_how,
-        model="softmax_regression", extra_constants=constants,
+        model="softmax_regression", extra_constants=constants, order=order,
     )
 
 

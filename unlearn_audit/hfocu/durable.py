@@ -237,6 +237,10 @@ class TrainedRun:
         block = np.asarray(self.approximators[rows])
         return block.astype(np.float64).sum(axis=0)
 
+    @property
+    def _order(self) -> str:
+        return self.spec.get("hfocu", {}).get("order", "propagate_first")
+
     def certificate(self, positions) -> SensitivityCertificate:
         """Δ(U) for U = the given training positions, with the constants recorded in the spec (mirrors
         ``HFOCUUnlearner.certificate``; batch clipping is refused, not certified as unclipped)."""
@@ -248,12 +252,12 @@ class TrainedRun:
                 clip_norm=c.get("clip_norm") if clip in ("per_sample", "batch") else None,
                 weight_norm_bound=c.get("weight_norm_bound"),
                 measured_max_weight_norm=c.get("measured_max_weight_norm"),
-                clip_mode="batch" if clip == "batch" else "per_sample")
+                clip_mode="batch" if clip == "batch" else "per_sample", order=self._order)
         if c["kind"] == "recursion":
             rho, g = c["rho"], c["G"]
             return recursion_certificate(self.schedule, positions, rho["value"], g["value"],
                                          rho_source=rho["source"], rho_how=rho["how"], G_source=g["source"],
-                                         G_how=g["how"], model=c.get("model", "generic"))
+                                         G_how=g["how"], model=c.get("model", "generic"), order=self._order)
         raise TrainedRunError(f"spec.certificate.kind '{c['kind']}' is not known")
 
 

@@ -2,7 +2,7 @@
 
     unlearner = HFOCUUnlearner(model, SGDConfig(...)).fit(x, y, ids)
     unlearner.delete(["digits:17", "digits:302"])      # milliseconds: a vector addition
-    w_released, cert = unlearner.release(epsilon=1.0, delta=1e-5, seed=7)
+    w_released, cert, sigma = unlearner.release(epsilon=1.0, delta=1e-5, seed=7)
 
 The noiseless internal state w̄ = w_T + Σ_{u deleted} a_u never leaves the object except through ``release``,
 which draws fresh Gaussian noise calibrated to the sensitivity of ALL deletions so far (DESIGN §2.4).
@@ -147,11 +147,12 @@ class HFOCUUnlearner:
         result: TrainResult = train_sgd(self.model, x, y, self.sgd, hooks=hooks, dtype=self.dtype, progress=progress)
         if self.layout_ == "chunk_outer":
             writer = self._store_writer(result) if self.store_path else None
-            sink = None
-            if writer is not None:
-                def sink(rows, block):
-                    for r, row in zip(rows, block):
-                        writer.write_rows(int(r), row[None])
+
+            def write_block(rows, block):
+                for r, row in zip(rows, block):
+                    writer.write_rows(int(r), row[None])
+
+            sink = write_block if writer is not None else None
             approx, hvps = softmax_chunk_outer(x, y, self.model.n_classes, self.sgd.lam, self.trajectory_,
                                                self.recursion_.tracked_positions, dtype=self.dtype,
                                                order=self.order, sink=sink)
@@ -266,36 +267,43 @@ class HFOCUUnlearner:
                 clip_norm=self.sgd.clip_norm if self.sgd.clip == "per_sample" else None,     # batch refused above
                 weight_norm_bound=self.sgd.weight_norm_bound,
                 measured_max_weight_norm=self.train_result_.max_weight_norm,
-                clip_mode="per_sample")
+                clip_mode="per_sample", order=self.order)
         return self._measured_certificate(pos)
 
     def _measured_certificate(self, pos: np.ndarray) -> SensitivityCertificate:
         if not hasattr(self, "_measured_constants"):
-            from unlearn_audit.hfocu.curvature import AutodiffHessian
+            from unlearn_audit.hfocu.curvature import AutodiffHessian, GaussNewton
 
             op = AutodiffHessian(self.model, self.sgd.lam)
+            # ρ must bound ‖I − η H‖ for the true retrain (exact Hessian) and for the operator that propagated the
+            # approximators (Gauss-Newton when chosen): both are measured and the max taken.
+            ops = [op] + ([GaussNewton(self.model, self.sgd.lam)] if self.curvature == "gauss-newton" else [])
             rhos, gmax = [], 0.0
             for w, bx, by, lr in self.probe_.samples:
-                ctx = op.prepare(w, bx, by)
-                hvp = lambda v, ctx=ctx: op.apply(ctx, v[None])[0]          # noqa: E731
-                rhos.append(power_iteration_rho(hvp, self.model.dim, lr, n_iter=30, seed=0, dtype=w.dtype))
+                for o in ops:
+                    ctx = o.prepare(w, bx, by)
+                    hvp = lambda v, ctx=ctx, o=o: o.apply(ctx, v[None])[0]          # noqa: E731
+                    rhos.append(power_iteration_rho(hvp, self.model.dim, lr, n_iter=30, seed=0, dtype=w.dtype))
             all_x = self.x_
             for w, _, _, _ in self.probe_.samples:
                 ctx = op.prepare(w, all_x, self.y_)
                 gmax = max(gmax, float(op.per_sample_grads(ctx).norm(dim=1).max()))
             if self.sgd.clip == "per_sample":
                 gmax = min(gmax, float(self.sgd.clip_norm))
-            self._measured_constants = (max(rhos), gmax, len(rhos))
+            self._measured_constants = (max(rhos), gmax, len(self.probe_.samples))
         rho, gmax, k = self._measured_constants
         return recursion_certificate(
             self.schedule_, pos, rho, gmax, rho_source="measured",
-            rho_how=f"power iteration on I - eta_t H_t at {k} sampled steps, max taken",
+            rho_how=(f"power iteration on I - eta_t H_t at {k} sampled steps"
+                     + (" (exact Hessian and the Gauss-Newton operator used by the approximators)"
+                        if self.curvature == "gauss-newton" else "") + ", max taken"),
             G_source="measured", G_how=f"max per-sample gradient norm over all records at {k} sampled steps",
-            model=self.model.kind)
+            model=self.model.kind, order=self.order)
 
-    def release(self, *, epsilon: float, delta: float, seed: int, mechanism: str = "analytic",
-                record_ids=None) -> tuple[torch.Tensor, SensitivityCertificate, float]:
-        """Noised copy of the internal state: w̄ + N(0, σ²I), σ calibrated to all deletions so far."""
-        cert = self.certificate(record_ids)
+    def release(self, *, epsilon: float, delta: float, seed: int, mechanism: str = "analytic"
+                ) -> tuple[torch.Tensor, SensitivityCertificate, float]:
+        """Noised copy of the internal state: w̄ + N(0, σ²I), σ calibrated to Δ of all deletions so far (the state
+        holds every one of them, so no subset may set σ)."""
+        cert = self.certificate()
         sigma = calibrate(epsilon, delta, cert.sensitivity, mechanism)
         return release(self.state_, sigma, seed), cert, sigma

@@ -115,6 +115,14 @@ class TrainResult:
     extra: dict = field(default_factory=dict)
 
 
+def starting_point(model: FunctionalModel, cfg: SGDConfig, w0: torch.Tensor | None = None,
+                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """w_0: the model's initial weights (or ``w0``), projected onto the ball ‖w‖ ≤ R when ``weight_norm_bound`` is
+    set, so that every iterate, w_0 included, obeys the bound the certificate relies on."""
+    w = model.initial_weights(dtype) if w0 is None else w0.to(dtype)
+    return project_ball(w.clone(), cfg.weight_norm_bound)
+
+
 def train_sgd(model: FunctionalModel, x: torch.Tensor, y: torch.Tensor, cfg: SGDConfig, *,
               schedule: Schedule | None = None, w0: torch.Tensor | None = None,
               hooks: list[StepHook] = (), dtype: torch.dtype = torch.float32,
@@ -125,7 +133,7 @@ def train_sgd(model: FunctionalModel, x: torch.Tensor, y: torch.Tensor, cfg: SGD
     n = len(x)
     if schedule is None:
         schedule = Schedule.make(n, cfg.epochs, cfg.batch_size, cfg.lr, cfg.decay, cfg.seed)
-    w = (model.initial_weights(dtype) if w0 is None else w0.to(dtype)).clone().to(x.device)
+    w = starting_point(model, cfg, w0, dtype).to(x.device)
     x = x.to(dtype)
     start = time.perf_counter()
     max_norm = float(w.norm())
@@ -158,7 +166,7 @@ def retrain_without(model: FunctionalModel, x: torch.Tensor, y: torch.Tensor, cf
         raise ValueError(f"normalisation must be 'sum' or 'mean', got '{normalisation}'")
     forget = np.zeros(schedule.n_train, dtype=bool)
     forget[np.asarray(forget_positions, dtype=np.int64)] = True
-    w = (model.initial_weights(dtype) if w0 is None else w0.to(dtype)).clone().to(x.device)
+    w = starting_point(model, cfg, w0, dtype).to(x.device)
     x = x.to(dtype)
     for pos, lr in zip(schedule.batches, schedule.lrs):
         keep = pos[~forget[pos]]
