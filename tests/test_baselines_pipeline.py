@@ -92,3 +92,23 @@ def test_candidates_mode_keeps_only_the_forget_set_and_unlearns_identically():
     with pytest.raises(Exception, match="not among the declared candidates"):
         c.unlearner.delete([str(c.train_ids[i]) for i in range(len(c.train_ids))
                             if str(c.train_ids[i]) not in set(c.forget_ids)][:1])
+
+
+def test_mean_normalisation_keeps_the_certificates_sum_reference_for_the_epsilon_check():
+    """With unlearning.normalisation = mean the attacks compare with the mean retrain, but the empirical-ε check of
+    the certificate must use the sum retrain, the model the certified bound Δ is about."""
+    from unlearn_audit.training import retrain_without
+
+    cfg = config_from_dict({"seed": 1, "training": {"epochs": 3, "batch_size": 32, "lr": 0.5},
+                            "unlearning": {"normalisation": "mean", "forget_fraction": 0.1},
+                            "audit": {"attacks": ["loss"], "sweep_sigmas": [0.0]}})
+    results, art = run_audit(cfg)
+    ctx = art.context
+    emp = results["empirical_epsilon"]
+    assert emp["reference"].startswith("exact retrain, sum normalisation")
+    w_sum = retrain_without(ctx.model, ctx.x, ctx.y, ctx.sgd, ctx.schedule, ctx.forget_positions,
+                            normalisation="sum", dtype=ctx.unlearner.dtype)
+    hf = results["methods"]["hfocu"]
+    assert emp["distance"] == pytest.approx(float((art.context.unlearner.state_.double() - w_sum.double()).norm()))
+    assert emp["distance"] != pytest.approx(hf["distance_to_retrain"])      # the attacks' reference is the mean one
+    assert emp["distance"] <= results["certificate"]["sensitivity"]
