@@ -148,8 +148,8 @@ class UnlearningConfig(_Section):
     mode: Literal["all", "candidates"] = "all"
     """HF-OCU approximators for every training record (all: any record can be deleted later, in milliseconds), or
     only for the forget set, declared before training (candidates: what the HF-OCU paper does for large models; the
-    cost drops from n to |U| vectors, e.g. from hours to minutes for a CNN on a CPU, and the saved trained run can
-    delete only those records)."""
+    cost drops from n to |U| vectors: for the paper's MNIST CNN with a 5% forget set, about 2.5 minutes instead of
+    an estimated hour on a 2-core CPU; the saved trained run can delete only those records)."""
     normalisation: Literal["sum", "mean"] = "sum"
     """Exact retraining reference: sum divides each replayed batch by its original size (what HF-OCU approximates),
     mean by the number of records left in it."""
