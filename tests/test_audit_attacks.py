@@ -276,3 +276,22 @@ def test_lira_shadows_use_the_targets_own_architecture(kind, data, cache_dir):
     attack_suite.ATTACKS["lira"](again, again.w_original, "original", "noiseless")
     assert again.extra["lira_shadows"].summary["from_cache"]
     np.testing.assert_allclose(again.extra["lira_shadows"].shadow_conf, ctx.extra["lira_shadows"].shadow_conf)
+
+
+def test_vacuous_certificate_is_inconclusive_not_a_crash(cache_dir):
+    """A non-convex model at a large step size: the measured ρ_t > 1 compounds into Δ ≈ 1e76, σ leaves the float
+    range and the release is not finite. The audit must not crash (sweep included) nor pass: the attacks on the
+    release refuse with the reason, and the verdict is inconclusive and says why."""
+    cfg = config_from_dict({"seed": 0, "data": {"max_train": 150}, "model": {"kind": "mlp", "hidden": 16},
+                            "training": {"epochs": 80, "lr": 3.0, "decay": 1.0, "lam": 1e-6},
+                            "unlearning": {"mode": "candidates", "forget_fraction": 0.1},
+                            "audit": {"attacks": ["loss"], "sweep_sigmas": [0.0, 0.1],
+                                      "shadow_cache_dir": str(cache_dir)}})
+    results, _ = run_audit(cfg)
+    assert results["certificate"]["sensitivity"] > 1e40
+    released = [a for a in results["attacks"] if a["state"] != "noiseless" and a["target"] in ("hfocu", "retrain")]
+    assert released and all("certificate is vacuous" in a["refused"] for a in released)
+    assert results["verdict"]["status"] == "inconclusive"
+    assert "every attack refused" in results["verdict"]["reasons"][0]
+    last = max(results["tradeoff"], key=lambda p: p["sigma"])
+    assert last["hfocu"]["loss_attack_auc"]["auc"] is None

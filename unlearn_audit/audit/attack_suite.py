@@ -27,8 +27,26 @@ from unlearn_audit.audit.context import AuditContext
 ATTACK_NAMES = {"loss": "loss (MIA-L)", "lira": "LiRA (online)", "mia_u": "MIA-U"}
 
 
+def _not_attackable(ctx: AuditContext, w: torch.Tensor) -> str | None:
+    """Why a target cannot be attacked (None if it can): non-finite weights or outputs, as a release with an
+    astronomically large σ (a vacuous certificate, e.g. a measured ρ_t > 1 compounded over many steps) has."""
+    with torch.no_grad():
+        if not bool(torch.isfinite(w).all()):
+            return ("the model's weights are not finite (a release whose noise σ exceeds the float range: the "
+                    "certificate is vacuous), so there is nothing to attack")
+        out = ctx.model.logits(w, ctx.x_test[:256].to(w.dtype))
+        if not bool(torch.isfinite(out).all()):
+            return ("the model's outputs are not finite (weights of order "
+                    f"{float(w.abs().max()):.3g}: a release whose noise drowns the model; the certificate is "
+                    "vacuous), so there is nothing to attack")
+    return None
+
+
 def run_loss_attack(ctx: AuditContext, w: torch.Tensor, target: str, state: str) -> dict:
     """MIA-L: members = forget set, non-members = population, calibration non-members = test split."""
+    why = _not_attackable(ctx, w)
+    if why:
+        return _refused_row(ATTACK_NAMES["loss"], target, state, why)
     return measure.loss_attack(ctx.model, w, ctx.forget, (ctx.x_pop, ctx.y_pop), (ctx.x_test, ctx.y_test),
                                target=target, state=state, alpha=ctx.cfg.audit.alpha)
 
@@ -58,6 +76,9 @@ def run_lira(ctx: AuditContext, w: torch.Tensor, target: str, state: str) -> dic
     name = ATTACK_NAMES["lira"]
     if sh.refused:
         return _refused_row(name, target, state, sh.refused, shadows=sh.summary)
+    why = _not_attackable(ctx, w)
+    if why:
+        return _refused_row(name, target, state, why, shadows=sh.summary)
     members, nonmembers, calibration, info = shadow_models.lira_scores(ctx, sh, w)
     return _row(name, target, state, members, nonmembers, calibration, ctx.cfg.audit.alpha, shadows=sh.summary,
                 lira={"variant": "online", "fixed_variance": info["fixed_variance"],
@@ -76,6 +97,9 @@ def run_mia_u(ctx: AuditContext, w: torch.Tensor, target: str, state: str) -> di
     name = f"{ATTACK_NAMES['mia_u']} ({a.mia_u_feature})"
     if sh.refused:
         return _refused_row(name, target, state, sh.refused, shadows=sh.summary)
+    why = _not_attackable(ctx, w)
+    if why:
+        return _refused_row(name, target, state, why, shadows=sh.summary)
     sigma = shadow_models.target_sigma(ctx, target, state)
     attack = sh.attack(ctx, sigma)
     pool = shadow_models.audit_pool(ctx)

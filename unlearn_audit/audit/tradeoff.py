@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import numpy as np
 import torch
 
 from unlearn_audit import stats
@@ -31,8 +32,14 @@ def privacy_utility_sweep(model: FunctionalModel, w_hf: torch.Tensor, w_re: torc
         point = {"sigma": sigma, "certified_epsilon": eps, "delta": delta}
         for name, w in (("hfocu", w_hf), ("retrain", w_re)):
             wr = release(w, sigma, seed + i) if sigma > 0 else w
-            auc = stats.auc_delong(-per_record_loss(model, wr, *members), -per_record_loss(model, wr, *nonmembers),
-                                   alpha=alpha)
+            loss_m, loss_n = per_record_loss(model, wr, *members), per_record_loss(model, wr, *nonmembers)
+            if not (np.isfinite(loss_m).all() and np.isfinite(loss_n).all()):
+                # σ so large that the released weights or outputs leave the float range: nothing to measure.
+                point[name] = {"test_accuracy": None, "loss_attack_auc": {"auc": None, "ci_low": None,
+                                                                          "ci_high": None},
+                               "note": "released model's outputs are not finite at this σ"}
+                continue
+            auc = stats.auc_delong(-loss_m, -loss_n, alpha=alpha)
             point[name] = {"test_accuracy": model.accuracy(wr, *test), "loss_attack_auc": auc.to_dict()}
         points.append(point)
         if progress:

@@ -45,6 +45,9 @@ def decide(primary_rows: list[dict], control_rows: list[dict], empirical_epsilon
     else:
         status = "inconclusive"
     reasons = [_describe(r, margin, alpha) for r in primary_rows]
+    if not primary_rows:
+        reasons.append(f"no attack compared {method} with the retrained model: every attack refused on these targets "
+                       "(the notes say why), so there is nothing to decide on")
     notes = []
     if empirical_epsilon.get("violated"):
         status = "fail"
