@@ -179,6 +179,18 @@ def run_cns(ctx: AuditContext) -> MethodOutcome:
                    "stationarity_term_not_in_certificate": grad_re / mu if mu > 0 else None}})
 
 
+def _one_request_outcome(ctx: AuditContext, name: str, description: str, w: torch.Tensor, seconds: float,
+                         **settings) -> MethodOutcome:
+    """Outcome of an uncertified method that handles the whole forget set in one request, with no precompute."""
+    requests = _single_request(ctx, seconds)
+    w = w.to(ctx.w_original.dtype)
+    return MethodOutcome(
+        name=name, description=description, weights=w, released=w.clone(), sigma=0.0, certified=False,
+        seconds_per_request=seconds, precompute_seconds=0.0, storage_bytes=0, requests=requests,
+        extra={"latency_seconds": _latency(requests), **settings,
+               "batch_method": "the whole forget set in one request"})
+
+
 def run_finetune(ctx: AuditContext) -> MethodOutcome:
     """Fine-tuning on the retained records from the trained model (uncertified; one request)."""
     from unlearn_audit.baselines import finetune
@@ -187,14 +199,9 @@ def run_finetune(ctx: AuditContext) -> MethodOutcome:
     lr = bc.finetune_lr or _final_lr(ctx)
     w, secs = finetune(ctx.model, ctx.sgd, ctx.w_original, *ctx.retain, epochs=bc.finetune_epochs, lr=lr,
                        seed=ctx.cfg.seed + 7)
-    requests = _single_request(ctx, secs)
-    return MethodOutcome(
-        name="finetune", description=f"fine-tuning: {bc.finetune_epochs} epochs of SGD (lr {lr:.4g}) on the "
-                                     "retained records from the trained model; uncertified",
-        weights=w.to(ctx.w_original.dtype), released=w.to(ctx.w_original.dtype).clone(), sigma=0.0,
-        certified=False, seconds_per_request=secs, precompute_seconds=0.0, storage_bytes=0, requests=requests,
-        extra={"latency_seconds": _latency(requests), "epochs": bc.finetune_epochs, "lr": lr,
-               "batch_method": "the whole forget set in one request"})
+    return _one_request_outcome(ctx, "finetune", f"fine-tuning: {bc.finetune_epochs} epochs of SGD (lr {lr:.4g}) "
+                                "on the retained records from the trained model; uncertified", w, secs,
+                                epochs=bc.finetune_epochs, lr=lr)
 
 
 def run_neggrad(ctx: AuditContext) -> MethodOutcome:
@@ -205,14 +212,9 @@ def run_neggrad(ctx: AuditContext) -> MethodOutcome:
     lr = bc.neggrad_lr or _final_lr(ctx)
     w, secs = neggrad(ctx.model, ctx.w_original, *ctx.forget, steps=bc.neggrad_steps, lr=lr,
                       weight_norm_bound=ctx.sgd.weight_norm_bound)
-    requests = _single_request(ctx, secs)
-    return MethodOutcome(
-        name="neggrad", description=f"NegGrad: {bc.neggrad_steps} gradient-ascent steps (lr {lr:.4g}) on the forget "
-                                    "set's cross-entropy from the trained model; uncertified",
-        weights=w.to(ctx.w_original.dtype), released=w.to(ctx.w_original.dtype).clone(), sigma=0.0,
-        certified=False, seconds_per_request=secs, precompute_seconds=0.0, storage_bytes=0, requests=requests,
-        extra={"latency_seconds": _latency(requests), "steps": bc.neggrad_steps, "lr": lr,
-               "batch_method": "the whole forget set in one request"})
+    return _one_request_outcome(ctx, "neggrad", f"NegGrad: {bc.neggrad_steps} gradient-ascent steps (lr {lr:.4g}) "
+                                "on the forget set's cross-entropy from the trained model; uncertified", w, secs,
+                                steps=bc.neggrad_steps, lr=lr)
 
 
 def run_dpsgd(ctx: AuditContext) -> MethodOutcome:

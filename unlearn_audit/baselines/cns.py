@@ -38,6 +38,7 @@ import torch
 
 from unlearn_audit.baselines.hessian import DTYPE, DataHessian, extreme_eigenvalues, resolve_hvp_dtype
 from unlearn_audit.baselines.lissa import chain_hvps, lissa_solve
+from unlearn_audit.baselines.retained import TrainingSetBaseline
 from unlearn_audit.certify import calibrate
 from unlearn_audit.models import FunctionalModel
 from unlearn_audit.training.sgd import project_ball
@@ -75,7 +76,7 @@ def hessian_lipschitz(make_hessian, w: torch.Tensor, directions: list[torch.Tens
     return best
 
 
-class CertifiedNewtonStep:
+class CertifiedNewtonStep(TrainingSetBaseline):
     """CNS unlearner: ``fit(w, x, y)`` (precompute: measured M, LiSSA scale), ``delete(positions)`` per request,
     ``certificate(epsilon, delta)`` for the release after the requests so far.
 
@@ -102,30 +103,20 @@ class CertifiedNewtonStep:
         self.scale, self.radius, self.seed = scale, radius, int(seed)
         self.lipschitz_directions, self.power_iters = int(lipschitz_directions), int(power_iters)
 
-    def _hess(self, w: torch.Tensor, mask: np.ndarray | None = None) -> DataHessian:
-        if mask is None:
-            return DataHessian(self.model, self.lam, w, self.x_, self.y_, hvp_dtype=self.hvp_dtype)
-        idx = torch.as_tensor(np.nonzero(mask)[0])
-        return DataHessian(self.model, self.lam, w, self.x_[idx], self.y_[idx], hvp_dtype=self.hvp_dtype)
-
     def fit(self, w: torch.Tensor, x: torch.Tensor, y: torch.Tensor):
-        self.w_ = w.detach().to(DTYPE).clone()
-        self.x_, self.y_ = x.to(DTYPE), y
-        self.n_ = len(x)
-        self.removed_ = np.zeros(self.n_, dtype=bool)
-        self.state_ = self.w_.clone()
+        self._keep_training_set(w, x, y)
         self.requests_: list[dict] = []
         self.max_norm_ = float(self.w_.norm())
         d = self.model.dim
         start = time.perf_counter()
-        h_all = self._hess(self.w_)
+        h_all = self._hessian_at(self.w_)
         # Hessian-Lipschitz constant (measured): the gradient direction and random directions, two radii.
         gen = torch.Generator().manual_seed(self.seed)
         dirs = [h_all.gradient()] + [torch.randn(d, generator=gen, dtype=DTYPE)
                                      for _ in range(self.lipschitz_directions)]
         dirs = [u for u in dirs if float(u.norm()) > 0]
         r = self.radius if self.radius is not None else max(self.max_norm_, 1.0)
-        self.M_ = hessian_lipschitz(self._hess, self.w_, dirs, [0.05 * r, 0.5 * r], iters=self.power_iters,
+        self.M_ = hessian_lipschitz(self._hessian_at, self.w_, dirs, [0.05 * r, 0.5 * r], iters=self.power_iters,
                                     seed=self.seed)
         self.M_how_ = (f"max of ||H(w*+t u) - H(w*)||_2 / t by {self.power_iters} power iterations over {len(dirs)} "
                        "directions (the gradient and random) and t in {0.05R, 0.5R}, and along every Newton step "
@@ -181,7 +172,7 @@ class CertifiedNewtonStep:
         start_w = self.state_
         t0 = time.perf_counter()
         # λ_min of H_r at the step's start: decides whether H_r + λI is positive definite, and enters the bound.
-        h_r = self._hess(start_w, ~self.removed_)
+        h_r = self._hessian_at(start_w, ~self.removed_)
         lam_min, lam_max, eig_how = self._eigen_bounds(h_r, k)
         damping, note = self.damping, ""
         if damping + lam_min <= 0:
@@ -210,7 +201,7 @@ class CertifiedNewtonStep:
         step_len = float((new - start_w).norm())
         m_step = 0.0
         if step_len > 0:
-            h_new = self._hess(new, ~self.removed_)
+            h_new = self._hessian_at(new, ~self.removed_)
             m_step = power_norm(lambda u: h_new.matvec(u) - h_r.matvec(u), self.model.dim, iters=self.power_iters,
                                 seed=self.seed + k) / step_len
         self.M_ = max(self.M_, m_step)

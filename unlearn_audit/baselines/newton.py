@@ -19,20 +19,21 @@ added is reported in ``solves_`` / ``precompute_info_``, never silently.
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from typing import Literal
 
 import numpy as np
 import torch
 
 from unlearn_audit.baselines.hessian import (DTYPE, DataHessian, SolveInfo, extreme_eigenvalues, factor_spd,
-                                             resolve_hvp_dtype,
-                                             solve_with_damping)
+                                             resolve_hvp_dtype, solve_with_damping)
+from unlearn_audit.baselines.retained import TrainingSetBaseline
 from unlearn_audit.models import FunctionalModel
 
 Solver = Literal["auto", "cholesky", "cg"]
 
 
-class _SecondOrderBaseline:
+class _SecondOrderBaseline(TrainingSetBaseline, ABC):
     name = "abstract"
 
     def __init__(self, model: FunctionalModel, lam: float, *, solver: Solver = "auto", exact_max_dim: int = 5000,
@@ -51,11 +52,7 @@ class _SecondOrderBaseline:
 
     def fit(self, w: torch.Tensor, x: torch.Tensor, y: torch.Tensor):
         """Keep the trained weights and data; do the request-independent precomputation (timed)."""
-        self.w_ = w.detach().to(DTYPE).clone()
-        self.x_, self.y_ = x.to(DTYPE), y
-        self.n_ = len(x)
-        self.removed_ = np.zeros(self.n_, dtype=bool)
-        self.state_ = self.w_.clone()
+        self._keep_training_set(w, x, y)
         self.solves_: list[dict] = []
         self.precompute_info_: dict = {}
         start = time.perf_counter()
@@ -63,12 +60,12 @@ class _SecondOrderBaseline:
         self.precompute_seconds_ = time.perf_counter() - start
         return self
 
+    @abstractmethod
     def _precompute(self) -> None:
-        raise NotImplementedError
+        """Request-independent work, timed as the precompute."""
 
     def _hessian(self, mask: np.ndarray) -> DataHessian:
-        idx = torch.as_tensor(np.nonzero(mask)[0])
-        return DataHessian(self.model, self.lam, self.w_, self.x_[idx], self.y_[idx], hvp_dtype=self.hvp_dtype)
+        return self._hessian_at(self.w_, mask)
 
     def _check_new(self, positions) -> np.ndarray:
         pos = np.unique(np.asarray(positions, dtype=np.int64))
@@ -88,8 +85,9 @@ class _SecondOrderBaseline:
         self.removed_[pos] = True
         return time.perf_counter() - start
 
+    @abstractmethod
     def _delete(self, pos: np.ndarray) -> None:
-        raise NotImplementedError
+        """Apply one request (new training positions) to ``state_``."""
 
     @property
     def solver_name(self) -> str:
