@@ -53,7 +53,7 @@ import numpy as np
 import torch
 
 from unlearn_audit.config import config_from_dict
-from unlearn_audit.hfocu.distributed import run_precompute
+from unlearn_audit.deletion.precompute import run_precompute
 from unlearn_audit.hfocu.store import ApproximatorStore
 
 

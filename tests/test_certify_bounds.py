@@ -387,3 +387,50 @@ def test_power_iteration_validation():
     with pytest.raises(CertificationError, match="n_iter"):
         power_iteration_rho(lambda v: v, 3, 0.1, n_iter=0)
     assert power_iteration_rho(lambda v: v, 3, 1.0) == 0.0  # I − H = 0
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the one certificate path: typed constants -> certificate
+def test_certificate_from_constants_is_the_softmax_bound_and_survives_json():
+    from unlearn_audit.certify import SoftmaxRegressionConstants, certificate_from_constants, constants_from_dict
+
+    s = _sched()
+    c = SoftmaxRegressionConstants(lam=0.05, max_feature_norm=2.5, n_classes=3, clip="per_sample", clip_norm=1.5,
+                                   weight_norm_bound=4.0, measured_max_weight_norm=3.0)
+    direct = softmax_regression_constants(s, [1, 7], 0.05, 2.5, 3, clip_norm=1.5, weight_norm_bound=4.0,
+                                          measured_max_weight_norm=3.0, order="inject_first")
+    via = certificate_from_constants(s, [1, 7], constants_from_dict(json.loads(json.dumps(c.to_dict()))),
+                                     order="inject_first")
+    assert via.to_dict() == direct.to_dict()
+    # without per-sample clipping the clip norm must not be used (G comes from lambda*R instead)
+    unclipped = certificate_from_constants(s, [1, 7], SoftmaxRegressionConstants(0.05, 2.5, 3, "none", 0.01, 4.0))
+    assert unclipped.constants["G"]["value"] > 1.0
+
+
+def test_certificate_from_constants_recursion_kind_and_refusals():
+    from unlearn_audit.certify import (Constant, RecursionConstants, SoftmaxRegressionConstants,
+                                       certificate_from_constants, constants_from_dict)
+
+    s = _sched()
+    rc = RecursionConstants(model="mlp", rho=Constant(1.01, "measured", "power iteration"),
+                            G=Constant(2.0, "enforced", "clipping"))
+    cert = certificate_from_constants(s, [3], constants_from_dict(rc.to_dict()))
+    assert cert.sensitivity == pytest.approx(sensitivity_recursion(s, [3], 1.01, 2.0))
+    assert cert.constants["rho_max"]["source"] == "measured" and cert.constants_kind == "measured constants"
+    with pytest.raises(CertificationError, match="batch-gradient clipping"):
+        certificate_from_constants(s, [3], SoftmaxRegressionConstants(0.05, 2.5, 3, "batch", 1.0))
+    with pytest.raises(CertificationError, match="kind 'nope' is not known"):
+        constants_from_dict({"kind": "nope"})
+    with pytest.raises(CertificationError, match="malformed"):
+        constants_from_dict({"kind": "recursion", "rho": {"value": 1.0}})
+    with pytest.raises(CertificationError, match="source"):
+        Constant(1.0, "guessed", "")
+
+
+def test_power_norm_is_shared_with_the_baselines():
+    from unlearn_audit.baselines import cns
+    from unlearn_audit.certify import power_norm
+
+    assert cns.power_norm is power_norm
+    A = torch.diag(torch.tensor([3.0, -5.0, 1.0], dtype=torch.float64))
+    assert power_norm(lambda v: A @ v, 3, iters=200) == pytest.approx(5.0, rel=1e-9)

@@ -17,8 +17,8 @@ import torch
 from click.testing import CliRunner
 
 from unlearn_audit.config import config_from_dict
-from unlearn_audit.hfocu.distributed import (DistributedError, EpochWeightsCheck, free_port, load_training_data,
-                                             precompute_rank, run_precompute, sgd_config)
+from unlearn_audit.deletion.precompute import (DistributedError, EpochWeightsCheck, free_port, load_training_data,
+                                                precompute_rank, run_precompute, sgd_config)
 from unlearn_audit.hfocu.store import ApproximatorStore
 
 torch.set_num_threads(1)

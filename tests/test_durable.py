@@ -15,9 +15,9 @@ import torch
 from unlearn_audit.certify import CertificationError, analytic_gaussian_sigma, release
 from unlearn_audit.data import load_dataset, prepare, split_dataset
 from unlearn_audit.hfocu import HFOCUUnlearner, UnlearningError
-from unlearn_audit.hfocu.durable import (DurableError, DurableUnlearner, TrainedRun, TrainedRunError,
-                                         load_trained_run, save_trained_run, state_hash)
-from unlearn_audit.ledger import Ledger, LedgerError
+from unlearn_audit.deletion import (DurableError, DurableUnlearner, TrainedRun, TrainedRunError,
+                                   load_trained_run, save_trained_run, state_hash)
+from unlearn_audit.deletion.ledger import Ledger, LedgerError
 from unlearn_audit.models import build_model
 from unlearn_audit.training import SGDConfig
 
@@ -221,7 +221,7 @@ KILL_BETWEEN_BEGIN_AND_COMMIT = textwrap.dedent("""
     import os, signal, sys
     import torch
     torch.set_num_threads(1)
-    from unlearn_audit.hfocu.durable import DurableUnlearner
+    from unlearn_audit.deletion import DurableUnlearner
     du = DurableUnlearner.open(sys.argv[1])
     ids = [str(r) for r in du.run.record_ids]
     du.forget(ids[0:2], epsilon=1.0, delta=1e-5, request_id="ok-1")

@@ -18,7 +18,7 @@ import torch
 
 from unlearn_audit.data import load_dataset, prepare, split_dataset
 from unlearn_audit.hfocu import HFOCUUnlearner
-from unlearn_audit.hfocu.durable import DurableUnlearner, save_trained_run
+from unlearn_audit.deletion import DurableUnlearner, save_trained_run
 from unlearn_audit.models import build_model
 from unlearn_audit.training import SGDConfig
 
@@ -34,7 +34,7 @@ CHILD = textwrap.dedent("""
     import os, sys, traceback
     import torch
     torch.set_num_threads(1)
-    from unlearn_audit.hfocu.durable import DurableUnlearner
+    from unlearn_audit.deletion import DurableUnlearner
     run_dir, k = sys.argv[1], int(sys.argv[2])
     print("zygote", flush=True)
     for line in sys.stdin:

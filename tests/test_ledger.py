@@ -13,7 +13,7 @@ import time
 import pytest
 
 from unlearn_audit.certify import recursion_certificate
-from unlearn_audit.ledger import AlreadyApplied, Ledger, LedgerEntry, LedgerError
+from unlearn_audit.deletion.ledger import AlreadyApplied, Ledger, LedgerEntry, LedgerError
 from unlearn_audit.training.schedule import Schedule
 
 
@@ -206,7 +206,7 @@ def test_two_connections_see_each_other(tmp_path):
 _PRELUDE = textwrap.dedent(
     """
     import sys, time
-    from unlearn_audit.ledger import Ledger
+    from unlearn_audit.deletion.ledger import Ledger
     led = Ledger(sys.argv[1])
     """
 )

@@ -199,8 +199,7 @@ def forget(run_dir, requests_file, epsilon, delta, mechanism, request_id):
       unlearn-audit forget reports/run-20250101-120000 --requests erase.txt --epsilon 1 --delta 1e-5
     Exit codes: 0 done (or already done), 2 usage or input error.
     """
-    from unlearn_audit.hfocu.durable import forget_from_file
-    from unlearn_audit.ledger import LedgerError
+    from unlearn_audit.deletion import LedgerError, forget_from_file
 
     try:
         receipt, path, recovered = forget_from_file(run_dir, requests_file, epsilon=epsilon, delta=delta,
@@ -242,10 +241,10 @@ def precompute(config_path, out_dir, nproc, device, store_dtype, chunk_rows, thr
     \b
     Examples:
       unlearn-audit precompute --config audit.toml --out runs/pre --nproc 2
-      torchrun --nproc_per_node 2 -m unlearn_audit.hfocu.distributed --config audit.toml --out runs/pre
+      torchrun --nproc_per_node 2 -m unlearn_audit.deletion.precompute --config audit.toml --out runs/pre
     """
     from unlearn_audit.config import load_config
-    from unlearn_audit.hfocu.distributed import DistributedError, run_precompute
+    from unlearn_audit.deletion.precompute import DistributedError, run_precompute
     from unlearn_audit.hfocu.store import StoreError
 
     try:

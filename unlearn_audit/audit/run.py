@@ -7,7 +7,6 @@ failed run leaves nothing half-written at ``out_dir``.
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import tempfile
 from datetime import datetime, timezone
@@ -16,8 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from unlearn_audit.audit.pipeline import Progress, run_audit
+from unlearn_audit.common import to_jsonable
 from unlearn_audit.config import AuditConfig
-from unlearn_audit.hfocu.durable import save_trained_run
+from unlearn_audit.deletion import save_trained_run
 from unlearn_audit.report import write_report
 
 
@@ -36,19 +36,6 @@ def check_out_dir(out_dir: Path, force: bool) -> None:
         raise OutputDirError(f"--out {out_dir}: folder is not empty (use --force to replace it)")
 
 
-def _json_clean(obj):
-    """Replace NaN/inf by None so results.json is strict JSON."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _json_clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_clean(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return _json_clean(obj.item())
-    return obj
-
-
 def execute_audit(cfg: AuditConfig, out_dir: Path, *, force: bool = False, pdf: bool = True,
                   progress: Progress | None = None) -> dict:
     """Run the audit and write its folder; returns the results dict."""
@@ -60,7 +47,7 @@ def execute_audit(cfg: AuditConfig, out_dir: Path, *, force: bool = False, pdf: 
     tmp.chmod(0o755)
     try:
         scores = results.pop("_plot_data")
-        results = _json_clean(results)
+        results = to_jsonable(results)
         (tmp / "config.toml").write_text(cfg.to_toml(), encoding="utf-8")
         (tmp / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
         art = tmp / "artefacts"

@@ -32,7 +32,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +44,7 @@ from attacks import shadows as ash
 from attacks.errors import InvalidInputError
 from unlearn_audit.audit.context import AuditContext
 from unlearn_audit.certify import release
+from unlearn_audit.common import atomic_write
 from unlearn_audit.hfocu import HFOCUUnlearner
 from unlearn_audit.models import build_model
 
@@ -106,19 +106,6 @@ def _digest(*arrays) -> str:
         h.update(f"{a.dtype.str}|{a.shape}|".encode())
         h.update(a.tobytes())
     return h.hexdigest()
-
-
-def _atomic_write(path: Path, content) -> None:
-    """Write bytes (or call ``content(file)``) to a temporary file beside ``path``, then rename it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(content) if isinstance(content, bytes) else content(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def default_cache_dir() -> Path:
@@ -239,8 +226,8 @@ def lira_shadows(ctx: AuditContext) -> LiRAShadows:
     if cache_dir is not None:
         mpath, ipath = cache_dir / f"lira_keep_{key[:16]}.npy", cache_dir / f"lira_pool_{key[:16]}.txt"
         if not (mpath.exists() and ipath.exists()):
-            _atomic_write(ipath, ("\n".join(pool.record_ids[shadow_pool]) + "\n").encode("utf-8"))
-            _atomic_write(mpath, lambda f: np.save(f, masks, allow_pickle=False))
+            atomic_write(ipath, ("\n".join(pool.record_ids[shadow_pool]) + "\n").encode("utf-8"))
+            atomic_write(mpath, lambda f: np.save(f, masks, allow_pickle=False))
         masks_info.update(path=str(mpath), record_ids_path=str(ipath))
     logits = ens.predict_logits(pool.x[torch.as_tensor(query)] if functional
                                 else pool.flat_x(query)).double().numpy()            # (k, m, C)
@@ -395,7 +382,7 @@ def mia_u_shadows(ctx: AuditContext) -> MIAUShadows:
         if cpath is not None and cached is None:
             arrays = dict(w_original=torch.stack(w_o).numpy(), w_unlearned=torch.stack(w_u).numpy(),
                           train_acc=np.array(tr_acc), test_acc=np.array(te_acc))
-            _atomic_write(cpath, lambda f: np.savez(f, **arrays))
+            atomic_write(cpath, lambda f: np.savez(f, **arrays))
         fit, refused = _fit_summary(tr_acc, te_acc, ctx)
         summary.update(fit)
     else:

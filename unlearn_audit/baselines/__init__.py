@@ -10,7 +10,7 @@
 The audit registers each as a method (``unlearn_audit.audit.methods.METHODS``).
 """
 
-from unlearn_audit.baselines.cns import CertifiedNewtonStep, hessian_lipschitz, power_norm
+from unlearn_audit.baselines.cns import CertifiedNewtonStep, hessian_lipschitz
 from unlearn_audit.baselines.dpsgd import DPSGDResult, train_dpsgd
 from unlearn_audit.baselines.hessian import (DataHessian, SolveInfo, SPDFactor, conjugate_gradient,
                                              extreme_eigenvalues, factor_spd, softmax_dense_hessian,
@@ -21,5 +21,5 @@ from unlearn_audit.baselines.simple import finetune, neggrad
 
 __all__ = ["CertifiedNewtonStep", "DPSGDResult", "DataHessian", "InfluenceJackknife", "LissaInfo", "NewtonStep",
            "SPDFactor", "SolveInfo", "chain_hvps", "conjugate_gradient", "extreme_eigenvalues", "factor_spd",
-           "finetune", "hessian_lipschitz", "lissa_solve", "neggrad", "power_norm", "softmax_dense_hessian",
+           "finetune", "hessian_lipschitz", "lissa_solve", "neggrad", "softmax_dense_hessian",
            "solve_with_damping", "train_dpsgd"]

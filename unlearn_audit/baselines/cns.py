@@ -30,7 +30,6 @@ Gaussian mechanism for the config's (ε, δ).
 
 from __future__ import annotations
 
-import math
 import time
 
 import numpy as np
@@ -39,27 +38,12 @@ import torch
 from unlearn_audit.baselines.hessian import DTYPE, DataHessian, extreme_eigenvalues, resolve_hvp_dtype
 from unlearn_audit.baselines.lissa import chain_hvps, lissa_solve
 from unlearn_audit.baselines.retained import TrainingSetBaseline
-from unlearn_audit.certify import calibrate
+from unlearn_audit.certify import calibrate, power_norm
 from unlearn_audit.models import FunctionalModel
 from unlearn_audit.training.sgd import project_ball
 
 BOUND = ("Zhang et al. 2024 (ICML) Newton-step bound 2R(MR+lambda)/(lambda+lambda_min) at the last request's start, "
          "plus the LiSSA error as the a-posteriori residual bound ||A v - g|| / (lambda+lambda_min)")
-
-
-def power_norm(matvec, dim: int, *, iters: int = 20, seed: int = 0) -> float:
-    """‖A‖₂ of a symmetric operator by power iteration (an estimate from below)."""
-    gen = torch.Generator().manual_seed(int(seed))
-    v = torch.randn(dim, generator=gen, dtype=DTYPE)
-    v /= v.norm()
-    est = 0.0
-    for _ in range(iters):
-        u = matvec(v)
-        est = float(u.norm())
-        if est == 0.0 or not math.isfinite(est):
-            return est
-        v = u / est
-    return est
 
 
 def hessian_lipschitz(make_hessian, w: torch.Tensor, directions: list[torch.Tensor], radii: list[float], *,

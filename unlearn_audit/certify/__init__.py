@@ -4,9 +4,19 @@ from unlearn_audit.certify.bounds import (
     SensitivityCertificate,
     forget_digest,
     power_iteration_rho,
+    power_norm,
     recursion_certificate,
     sensitivity_recursion,
     softmax_regression_constants,
+)
+from unlearn_audit.certify.constants import (
+    BATCH_CLIP_REFUSED,
+    CertificateConstants,
+    Constant,
+    RecursionConstants,
+    SoftmaxRegressionConstants,
+    certificate_from_constants,
+    constants_from_dict,
 )
 from unlearn_audit.certify.errors import CertificationError
 from unlearn_audit.certify.mechanisms import (
@@ -19,7 +29,14 @@ from unlearn_audit.certify.mechanisms import (
 )
 
 __all__ = [
+    "BATCH_CLIP_REFUSED",
+    "CertificateConstants",
     "CertificationError",
+    "Constant",
+    "RecursionConstants",
+    "SoftmaxRegressionConstants",
+    "certificate_from_constants",
+    "constants_from_dict",
     "SensitivityCertificate",
     "analytic_gaussian_delta",
     "analytic_gaussian_epsilon",
@@ -28,6 +45,7 @@ __all__ = [
     "classic_gaussian_sigma",
     "forget_digest",
     "power_iteration_rho",
+    "power_norm",
     "recursion_certificate",
     "release",
     "sensitivity_recursion",

@@ -44,6 +44,7 @@ __all__ = [
     "SensitivityCertificate",
     "forget_digest",
     "power_iteration_rho",
+    "power_norm",
     "recursion_certificate",
     "sensitivity_recursion",
     "softmax_regression_constants",
@@ -394,7 +395,34 @@ def softmax_regression_constants(
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# power iteration for other models
+# power iteration (the one implementation: ρ here, Hessian norms and Lipschitz estimates in the baselines)
+def power_norm(matvec: Callable, dim: int, *, iters: int = 20, seed: int = 0, dtype=None, device=None) -> float:
+    """‖A‖₂ of a symmetric operator ``matvec: v -> A v`` by power iteration from a seeded Gaussian start.
+
+    The estimate ‖A v‖ for the unit iterate v converges to ‖A‖₂ from below (an estimate: results that use it are
+    "measured"). Stops early, returning the current value, when A v is zero or not finite. ``dtype``/``device`` of
+    the iterate (default torch.float64 on the CPU); the start vector is drawn in float64 on the CPU either way.
+    """
+    import torch
+
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
+        raise CertificationError(f"dim must be a positive integer, got {dim!r}")
+    if isinstance(iters, bool) or not isinstance(iters, (int, np.integer)) or iters < 1:
+        raise CertificationError(f"n_iter (power iterations) must be a positive integer, got {iters!r}")
+    dtype = torch.float64 if dtype is None else dtype
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    v = torch.randn(int(dim), generator=gen, dtype=torch.float64).to(dtype=dtype, device=device)
+    v = v / torch.linalg.vector_norm(v)
+    est = 0.0
+    for _ in range(int(iters)):
+        u = matvec(v)
+        est = float(torch.linalg.vector_norm(u))
+        if est == 0.0 or not math.isfinite(est):
+            return est
+        v = u / est
+    return est
+
+
 def power_iteration_rho(
     hvp: Callable,
     dim: int,
@@ -405,7 +433,7 @@ def power_iteration_rho(
     dtype=None,
     device=None,
 ) -> float:
-    """Estimate ‖I − ηH‖₂ by power iteration on v ↦ v − η H v (H symmetric, given as an HVP callable).
+    """Estimate ‖I − ηH‖₂ by power iteration (:func:`power_norm`) on v ↦ v − η H v (H symmetric, given as an HVP).
 
     ``hvp`` maps a flat torch vector of length ``dim`` to H v (same shape). Since I − ηH is symmetric, the iterate
     converges to the eigenvector of the largest |eigenvalue| (of either sign) and ‖(I − ηH) v‖ for the unit iterate
@@ -418,26 +446,15 @@ def power_iteration_rho(
     """
     import torch
 
-    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
-        raise CertificationError(f"dim must be a positive integer, got {dim!r}")
-    if isinstance(n_iter, bool) or not isinstance(n_iter, (int, np.integer)) or n_iter < 1:
-        raise CertificationError(f"n_iter must be a positive integer, got {n_iter!r}")
     lr = _check_nonneg(lr, "lr")
-    dtype = torch.float64 if dtype is None else dtype
-    gen = torch.Generator(device="cpu").manual_seed(int(seed))
-    v = torch.randn(int(dim), generator=gen, dtype=torch.float64).to(dtype=dtype, device=device)
-    v = v / torch.linalg.vector_norm(v)
-    est = 0.0
-    for _ in range(int(n_iter)):
+
+    def step(v):
         hv = hvp(v)  # no torch.no_grad(): double-backward HVPs need autograd
         if not isinstance(hv, torch.Tensor) or hv.shape != v.shape:
             raise CertificationError(f"hvp must return a tensor of shape {tuple(v.shape)}")
-        w = v - lr * hv.detach()
-        nrm = float(torch.linalg.vector_norm(w))
-        if not math.isfinite(nrm):
-            raise CertificationError("hvp returned non-finite values during power iteration")
-        est = nrm
-        if nrm == 0.0:
-            return 0.0
-        v = w / nrm
+        return v - lr * hv.detach()
+
+    est = power_norm(step, dim, iters=n_iter, seed=seed, dtype=dtype, device=device)
+    if not math.isfinite(est):
+        raise CertificationError("hvp returned non-finite values during power iteration")
     return est

@@ -10,7 +10,7 @@ Layout of a store folder::
     shard-00000.json                  the shard's own record (written when the shard is finalised)
     ...
 
-Rows are split into contiguous *shards* (one per writer process, see :mod:`unlearn_audit.hfocu.distributed`; a
+Rows are split into contiguous *shards* (one per writer process, see :mod:`unlearn_audit.deletion.precompute`; a
 single-process store has one), and every shard into fixed-size *chunks* of ``chunk_rows`` rows. A chunk's SHA-256
 (over the whole ``.npy`` file) is computed when the chunk is finalised (all its rows written) and verified the first
 time the chunk is read after :meth:`ApproximatorStore.open`; a mismatch raises :class:`StoreError` naming the chunk
@@ -41,6 +41,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
+from unlearn_audit.common import atomic_save_npy, atomic_write_text, file_sha256
+
 FORMAT = "unlearn-audit/approximator-store"
 VERSION = 1
 DTYPES = {"float32": np.dtype("<f4"), "bfloat16": np.dtype("<u2")}
@@ -63,26 +65,9 @@ def ids_digest(ids: Sequence[str]) -> str:
     return h.hexdigest()
 
 
-def file_sha256(path: Path, block: int = 2 ** 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def default_chunk_rows(d: int, dtype: str = "float32", chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> int:
     """Rows per chunk so that a chunk is about ``chunk_bytes`` (16 MiB): small enough to verify in milliseconds."""
     return max(1, int(chunk_bytes // (int(d) * DTYPES[dtype].itemsize)))
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _to_float32_numpy(array) -> np.ndarray:
@@ -254,7 +239,7 @@ class StoreWriter:
                 raise StoreError(f"row {missing} was never written (chunk {c.file})")
         for s in self.owned:
             rec = {**self.meta, "shard": self._shard_record(s)}
-            _atomic_write_text(self.path / f"{shard_dir_name(s)}.json", json.dumps(rec, indent=1))
+            atomic_write_text(self.path / f"{shard_dir_name(s)}.json", json.dumps(rec, indent=1))
         self.finalised = True
         if len(self.owned) == len(self.shards):
             return ApproximatorStore.assemble(self.path, ids=self.ids, positions=self.positions)
@@ -365,7 +350,7 @@ class ApproximatorStore:
         stored_ids = _read_json(path / "ids.json") if (path / "ids.json").exists() else None
         if stored_ids is None or ids_digest(stored_ids) != manifest["ids_digest"]:
             raise StoreError(f"{path / 'ids.json'}: missing or does not match the shards' ids digest")
-        _atomic_write_text(path / "manifest.json", json.dumps(manifest, indent=1))
+        atomic_write_text(path / "manifest.json", json.dumps(manifest, indent=1))
         return manifest
 
     # ---- opening ---------------------------------------------------------------------------------------------
@@ -546,11 +531,8 @@ def _read_json(path: Path):
 
 
 def _write_ids(path: Path, ids: list[str], positions: np.ndarray) -> None:
-    _atomic_write_text(path / "ids.json", json.dumps(ids))
-    tmp = path / "positions.npy.tmp"
-    with open(tmp, "wb") as f:
-        np.save(f, np.ascontiguousarray(positions, dtype=np.int64), allow_pickle=False)
-    os.replace(tmp, path / "positions.npy")
+    atomic_write_text(path / "ids.json", json.dumps(ids))
+    atomic_save_npy(path / "positions.npy", np.ascontiguousarray(positions, dtype=np.int64))
 
 
 def export_recursion(recursion, path, *, train_ids: Sequence[str], model_hash: str, schedule_digest: str,

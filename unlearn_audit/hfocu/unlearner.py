@@ -17,8 +17,9 @@ from typing import Callable, Literal
 import numpy as np
 import torch
 
-from unlearn_audit.certify import (CertificationError, SensitivityCertificate, calibrate, power_iteration_rho,
-                                   recursion_certificate, release, softmax_regression_constants)
+from unlearn_audit.certify import (BATCH_CLIP_REFUSED, CertificateConstants, CertificationError, Constant,
+                                   RecursionConstants, SensitivityCertificate, SoftmaxRegressionConstants, calibrate,
+                                   certificate_from_constants, power_iteration_rho, release)
 from unlearn_audit.hfocu.chunked import SoftmaxTrajectory, softmax_chunk_outer
 from unlearn_audit.hfocu.recursion import ApproximatorRecursion, Order
 from unlearn_audit.hfocu.replay import WeightTrajectory, replay_unlearn
@@ -252,26 +253,31 @@ class HFOCUUnlearner:
         return np.array([self.position_of_[r] for r in self.deleted_], dtype=np.int64)
 
     # -- certification ----------------------------------------------------------------------------------------
+    def certificate_constants(self) -> CertificateConstants:
+        """The constants of this run's sensitivity bound, with their provenance: analytic for softmax regression,
+        measured (power iteration on I − η_t H_t at sampled steps, max per-sample gradient norm) otherwise. They do
+        not depend on the forget set; a trained run saves them (:mod:`unlearn_audit.deletion`)."""
+        if self.sgd.clip == "batch":
+            raise CertificationError(BATCH_CLIP_REFUSED)
+        if self.model.kind == "softmax":
+            return SoftmaxRegressionConstants(
+                lam=float(self.sgd.lam), max_feature_norm=float(self.x_.reshape(len(self.x_), -1).double()
+                                                                .norm(dim=1).max()),
+                n_classes=int(self.model.n_classes), clip=self.sgd.clip,
+                clip_norm=None if self.sgd.clip_norm is None else float(self.sgd.clip_norm),
+                weight_norm_bound=self.sgd.weight_norm_bound,
+                measured_max_weight_norm=float(self.train_result_.max_weight_norm))
+        return self._measured_constants()
+
     def certificate(self, record_ids=None) -> SensitivityCertificate:
         """Sensitivity bound Δ on ‖w̄^{−U} − w^{−U}‖ for U = ``record_ids`` (default: everything deleted so far)."""
         pos = self.deleted_positions() if record_ids is None else self._positions(record_ids, check_deleted=False)
         if len(pos) == 0:
             raise UnlearningError("nothing deleted yet: no certificate to compute")
-        if self.sgd.clip == "batch":
-            raise CertificationError("batch-gradient clipping is not covered by the per-sample recursion bound: "
-                                     "train with per-sample clipping or none to get a certificate")
-        if self.model.kind == "softmax":
-            max_x = float(self.x_.reshape(len(self.x_), -1).double().norm(dim=1).max())
-            return softmax_regression_constants(
-                self.schedule_, pos, self.sgd.lam, max_x, self.model.n_classes,
-                clip_norm=self.sgd.clip_norm if self.sgd.clip == "per_sample" else None,     # batch refused above
-                weight_norm_bound=self.sgd.weight_norm_bound,
-                measured_max_weight_norm=self.train_result_.max_weight_norm,
-                clip_mode="per_sample", order=self.order)
-        return self._measured_certificate(pos)
+        return certificate_from_constants(self.schedule_, pos, self.certificate_constants(), order=self.order)
 
-    def _measured_certificate(self, pos: np.ndarray) -> SensitivityCertificate:
-        if not hasattr(self, "_measured_constants"):
+    def _measured_constants(self) -> RecursionConstants:
+        if not hasattr(self, "measured_constants_"):
             from unlearn_audit.hfocu.curvature import AutodiffHessian, GaussNewton
 
             op = AutodiffHessian(self.model, self.sgd.lam)
@@ -290,15 +296,15 @@ class HFOCUUnlearner:
                 gmax = max(gmax, float(op.per_sample_grads(ctx).norm(dim=1).max()))
             if self.sgd.clip == "per_sample":
                 gmax = min(gmax, float(self.sgd.clip_norm))
-            self._measured_constants = (max(rhos), gmax, len(self.probe_.samples))
-        rho, gmax, k = self._measured_constants
-        return recursion_certificate(
-            self.schedule_, pos, rho, gmax, rho_source="measured",
-            rho_how=(f"power iteration on I - eta_t H_t at {k} sampled steps"
-                     + (" (exact Hessian and the Gauss-Newton operator used by the approximators)"
-                        if self.curvature == "gauss-newton" else "") + ", max taken"),
-            G_source="measured", G_how=f"max per-sample gradient norm over all records at {k} sampled steps",
-            model=self.model.kind, order=self.order)
+            k = len(self.probe_.samples)
+            self.measured_constants_ = RecursionConstants(
+                model=self.model.kind, clip=self.sgd.clip,
+                rho=Constant(max(rhos), "measured",
+                             f"power iteration on I - eta_t H_t at {k} sampled steps"
+                             + (" (exact Hessian and the Gauss-Newton operator used by the approximators)"
+                                if self.curvature == "gauss-newton" else "") + ", max taken"),
+                G=Constant(gmax, "measured", f"max per-sample gradient norm over all records at {k} sampled steps"))
+        return self.measured_constants_
 
     def release(self, *, epsilon: float, delta: float, seed: int, mechanism: str = "analytic"
                 ) -> tuple[torch.Tensor, SensitivityCertificate, float]:

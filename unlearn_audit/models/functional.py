@@ -33,12 +33,16 @@ class FunctionalModel:
     """Evaluate ``module`` at a flat parameter vector ``w`` (float tensor of shape ``(d,)``).
 
     The flat layout is the concatenation of ``module.named_parameters()`` in order, each flattened row-major.
+    ``options``: the settings ``kind`` was built with (:func:`~unlearn_audit.models.build_model` fills it), so a
+    saved run can say how to rebuild the model.
     """
 
-    def __init__(self, module: nn.Module, kind: str, input_shape: tuple[int, ...], n_classes: int):
+    def __init__(self, module: nn.Module, kind: str, input_shape: tuple[int, ...], n_classes: int,
+                 options: dict | None = None):
         check_per_sample_loss(module)
         self.module = module
         self.kind = kind
+        self.options = dict(options or {})           # the build options of ``kind`` (e.g. ``hidden`` of the MLP)
         self.input_shape = tuple(input_shape)
         self.n_classes = int(n_classes)
         self.names = [n for n, _ in module.named_parameters()]

@@ -128,6 +128,7 @@ def build_model(kind: str, input_shape: tuple[int, ...], n_classes: int, *, seed
     """Build a model of ``kind`` with deterministic initialisation from ``seed``."""
     n_features = math.prod(input_shape)
     torch.manual_seed(seed)
+    options: dict = {}
     if kind == "softmax":
         module = SoftmaxRegression(n_features, n_classes)
         if zero_init:
@@ -135,6 +136,7 @@ def build_model(kind: str, input_shape: tuple[int, ...], n_classes: int, *, seed
             nn.init.zeros_(module.linear.bias)
     elif kind == "mlp":
         module = MLP(n_features, n_classes, hidden)
+        options["hidden"] = int(hidden)
     elif kind in _IMAGE_MODELS:
         shape = _image_shape(kind, input_shape)
         if kind == "cnn":
@@ -148,8 +150,8 @@ def build_model(kind: str, input_shape: tuple[int, ...], n_classes: int, *, seed
         raise ModelError(f"unknown model '{kind}'; choose one of: {', '.join(MODEL_KINDS)}")
     module.eval()
     if kind in _IMAGE_MODELS:
-        return FunctionalModel(_Reshape(module, tuple(input_shape)), kind, tuple(input_shape), n_classes)
-    return FunctionalModel(module, kind, tuple(input_shape), n_classes)
+        return FunctionalModel(_Reshape(module, tuple(input_shape)), kind, tuple(input_shape), n_classes, options)
+    return FunctionalModel(module, kind, tuple(input_shape), n_classes, options)
 
 
 class _Reshape(nn.Module):

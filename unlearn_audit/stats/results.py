@@ -12,11 +12,11 @@ Label convention everywhere: 1 = member (or deleted record), 0 = non-member; a h
 from __future__ import annotations
 
 import dataclasses
-import math
-import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from unlearn_audit.common import to_jsonable
 
 __all__ = [
     "to_plain",
@@ -31,28 +31,7 @@ __all__ = [
 ]
 
 
-def to_plain(value):
-    """Convert ``value`` to JSON-serialisable plain Python types (NaN/inf become ``None``)."""
-    if value is None or isinstance(value, (str, bool)):
-        return value
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        value = float(value)
-        return value if math.isfinite(value) else None
-    if isinstance(value, np.ndarray):
-        return [to_plain(v) for v in value.tolist()]
-    if isinstance(value, (list, tuple)):
-        return [to_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): to_plain(v) for k, v in value.items()}
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        if hasattr(value, "to_dict"):
-            return value.to_dict()
-        return {f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    raise TypeError(f"cannot convert {type(value).__name__} to a plain JSON value")
+to_plain = to_jsonable      # the one JSON conversion (unlearn_audit.common), under the name stats has exported
 
 
 class _Result:

@@ -15,13 +15,13 @@ Launch on one machine (workers spawned with ``torch.multiprocessing``, rendezvou
 at run time)::
 
     unlearn-audit precompute --config audit.toml --out runs/pre --nproc 2
-    python -m unlearn_audit.hfocu.distributed --config audit.toml --out runs/pre --nproc 2
+    python -m unlearn_audit.deletion.precompute --config audit.toml --out runs/pre --nproc 2
 
 or with PyTorch's own launcher (one process per rank; add --nnodes/--rdzv-endpoint for several machines, whose
 ranks must see the same --out folder)::
 
     torchrun --nproc_per_node 2 --master_addr 127.0.0.1 --master_port 29511 \\
-        -m unlearn_audit.hfocu.distributed --config audit.toml --out runs/pre
+        -m unlearn_audit.deletion.precompute --config audit.toml --out runs/pre
 
 The config is the audit's (``data``, ``model``, ``training``, ``unlearning.curvature/order`` and ``seed`` are used).
 Output folder: ``store/`` (the sharded approximator store), ``weights.npy`` (w_T, float32), ``schedule.npz`` and
@@ -433,11 +433,11 @@ def run_precompute(cfg, out, *, nproc: int = 1, device: str = "auto", store_dtyp
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m unlearn_audit.hfocu.distributed``: one rank under torchrun (RANK, WORLD_SIZE,
+    """Entry point of ``python -m unlearn_audit.deletion.precompute``: one rank under torchrun (RANK, WORLD_SIZE,
     MASTER_ADDR/PORT in the environment), or the local launcher with ``--nproc`` otherwise."""
     from unlearn_audit.config import load_config
 
-    ap = argparse.ArgumentParser(prog="python -m unlearn_audit.hfocu.distributed",
+    ap = argparse.ArgumentParser(prog="python -m unlearn_audit.deletion.precompute",
                                  description="Sharded HF-OCU approximator precompute (see the module docstring).")
     ap.add_argument("--config", required=True, help="audit TOML config (data, model, training sections)")
     ap.add_argument("--out", required=True, help="output folder (empty unless --force)")

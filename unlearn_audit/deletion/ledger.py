@@ -38,7 +38,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from numbers import Integral, Real
 from os import PathLike
-from typing import Iterable, Sequence
+from typing import Sequence
+
+from unlearn_audit.common import check_record_ids
 
 __all__ = ["AlreadyApplied", "Ledger", "LedgerEntry", "LedgerError", "SCHEMA_VERSION"]
 
@@ -142,19 +144,7 @@ def _check_text(value, name: str, allow_none: bool = False) -> str | None:
 
 
 def _check_record_ids(record_ids) -> tuple[str, ...]:
-    if isinstance(record_ids, (str, bytes)) or not isinstance(record_ids, Iterable):
-        raise LedgerError(f"record_ids must be a list of record id strings, got {type(record_ids).__name__}")
-    ids = tuple(record_ids)
-    if not ids:
-        raise LedgerError("record_ids must not be empty")
-    seen: set[str] = set()
-    for rid in ids:
-        if not isinstance(rid, str) or not rid:
-            raise LedgerError(f"record id {rid!r} is not a non-empty string")
-        if rid in seen:
-            raise LedgerError(f"record id {rid!r} appears twice in the request")
-        seen.add(rid)
-    return tuple(str(r) for r in ids)
+    return check_record_ids(record_ids, LedgerError)
 
 
 def _check_nonneg_float(value, name: str) -> float | None:

@@ -1,0 +1,138 @@
+"""The one path from a run's certificate constants to a sensitivity certificate (DESIGN §2.4).
+
+A finished training leaves the constants the bound needs; they are typed here, saved with a trained run, and turned
+into a :class:`~unlearn_audit.certify.bounds.SensitivityCertificate` for a forget set by
+:func:`certificate_from_constants`. The in-process unlearner (:class:`~unlearn_audit.hfocu.HFOCUUnlearner`) and the
+trained run served by the deletion service (:class:`~unlearn_audit.deletion.TrainedRun`) both call it, so they cannot
+certify differently.
+
+    consts = SoftmaxRegressionConstants(lam=0.01, max_feature_norm=3.2, n_classes=10, clip="none", ...)
+    cert = certificate_from_constants(schedule, forget_positions, consts, order="propagate_first")
+
+Kinds: ``softmax_regression`` (analytic constants from λ, max ‖x‖ and the clipping/projection settings) and
+``recursion`` (ρ and G given with their provenance, e.g. measured by power iteration along the trajectory).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Mapping, Union
+
+from unlearn_audit.certify.bounds import SOURCES, SensitivityCertificate, recursion_certificate, \
+    softmax_regression_constants
+from unlearn_audit.certify.errors import CertificationError
+from unlearn_audit.training.schedule import Schedule
+
+__all__ = ["BATCH_CLIP_REFUSED", "CertificateConstants", "Constant", "RecursionConstants", "SoftmaxRegressionConstants",
+           "certificate_from_constants", "constants_from_dict"]
+
+BATCH_CLIP_REFUSED = ("batch-gradient clipping is not covered by the per-sample recursion bound: train with "
+                      "per-sample clipping or none to get a certificate")
+CLIP_MODES = ("none", "per_sample", "batch")
+
+
+@dataclass(frozen=True)
+class Constant:
+    """One constant of a bound with its provenance: ``source`` is enforced | analytic | measured."""
+
+    value: float
+    source: str
+    how: str
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise CertificationError(f"constant source must be one of {', '.join(SOURCES)}, got {self.source!r}")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Constant":
+        return cls(float(d["value"]), str(d["source"]), str(d["how"]))
+
+
+@dataclass(frozen=True)
+class SoftmaxRegressionConstants:
+    """Multinomial logistic regression with bias and L2 λ: the analytic bound of
+    :func:`~unlearn_audit.certify.bounds.softmax_regression_constants`.
+
+    Attributes:
+        lam: λ of the training objective. max_feature_norm: max ‖x‖ over the training set (no bias).
+        n_classes: K. clip: the training's clipping mode (``batch`` is refused). clip_norm: C when clipping.
+        weight_norm_bound: R when training projects onto ‖w‖ ≤ R. measured_max_weight_norm: max_t ‖w_t‖ seen in
+        training (a measured G candidate).
+    """
+
+    lam: float
+    max_feature_norm: float
+    n_classes: int
+    clip: str = "none"
+    clip_norm: float | None = None
+    weight_norm_bound: float | None = None
+    measured_max_weight_norm: float | None = None
+    kind: str = "softmax_regression"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RecursionConstants:
+    """ρ ≥ ‖I − η_t H_t‖ and G ≥ every injected per-sample gradient norm, each with its provenance, for any model
+    (the first-order recursion of :func:`~unlearn_audit.certify.bounds.recursion_certificate`)."""
+
+    model: str
+    rho: Constant
+    G: Constant
+    clip: str = "none"
+    kind: str = "recursion"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+CertificateConstants = Union[SoftmaxRegressionConstants, RecursionConstants]
+
+
+def constants_from_dict(d: Mapping[str, Any]) -> CertificateConstants:
+    """The typed constants from their saved JSON (``to_dict()``). Raises CertificationError naming what is wrong."""
+    if not isinstance(d, Mapping):
+        raise CertificationError("certificate constants must be a JSON object")
+    kind = d.get("kind")
+    try:
+        if kind == "softmax_regression":
+            opt = lambda k: None if d.get(k) is None else float(d[k])          # noqa: E731
+            return SoftmaxRegressionConstants(
+                lam=float(d["lam"]), max_feature_norm=float(d["max_feature_norm"]), n_classes=int(d["n_classes"]),
+                clip=str(d.get("clip", "none")), clip_norm=opt("clip_norm"), weight_norm_bound=opt("weight_norm_bound"),
+                measured_max_weight_norm=opt("measured_max_weight_norm"))
+        if kind == "recursion":
+            return RecursionConstants(model=str(d.get("model", "generic")), rho=Constant.from_dict(d["rho"]),
+                                      G=Constant.from_dict(d["G"]), clip=str(d.get("clip", "none")))
+    except (KeyError, TypeError, ValueError) as err:
+        raise CertificationError(f"certificate constants of kind '{kind}' are malformed ({type(err).__name__}: "
+                                 f"{err})") from None
+    raise CertificationError(f"certificate constants kind '{kind}' is not known")
+
+
+def certificate_from_constants(schedule: Schedule, forget_positions, constants: CertificateConstants, *,
+                               order: str = "propagate_first") -> SensitivityCertificate:
+    """Δ(U) for U = ``forget_positions`` (training positions) on ``schedule``, from the run's constants.
+
+    ``order``: the approximators' update order (``inject_first`` changes the approximator half of the bound).
+    Raises CertificationError for batch-gradient clipping (not covered by the per-sample bound), bad constants, or a
+    bound that overflows.
+    """
+    if constants.clip not in CLIP_MODES:
+        raise CertificationError(f"clip must be one of {', '.join(CLIP_MODES)}, got {constants.clip!r}")
+    if constants.clip == "batch":
+        raise CertificationError(BATCH_CLIP_REFUSED)
+    if isinstance(constants, SoftmaxRegressionConstants):
+        return softmax_regression_constants(
+            schedule, forget_positions, constants.lam, constants.max_feature_norm, constants.n_classes,
+            clip_norm=constants.clip_norm if constants.clip == "per_sample" else None,
+            weight_norm_bound=constants.weight_norm_bound,
+            measured_max_weight_norm=constants.measured_max_weight_norm, clip_mode="per_sample", order=order)
+    if isinstance(constants, RecursionConstants):
+        rho, g = constants.rho, constants.G
+        return recursion_certificate(schedule, forget_positions, rho.value, g.value, rho_source=rho.source,
+                                     rho_how=rho.how, G_source=g.source, G_how=g.how, model=constants.model,
+                                     order=order)
+    raise CertificationError(f"unknown certificate constants {type(constants).__name__}")

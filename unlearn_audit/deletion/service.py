@@ -1,0 +1,358 @@
+"""The deletion service: HF-OCU deletions applied through the deletion ledger (DESIGN §2.4, §8).
+
+:class:`DurableUnlearner` serves a :class:`~unlearn_audit.deletion.trained_run.TrainedRun` through a
+:class:`~unlearn_audit.deletion.ledger.Ledger`. For one request: validate (ids known, not deleted, ε/δ possible,
+certificate computable) → ``begin`` (a pending row) → w̄ ← w̄ + Σ_u a_u on a copy of the internal state, certificate
+for ALL records deleted so far, σ, a fresh noise seed and the release w̄ + N(0, σ²I) → ``commit`` (hashes
+before/after, σ, seed, certificate JSON, latency) → the copy becomes the state.
+
+The noiseless internal state is never persisted on its own. On open it is re-derived as
+
+    w̄ = w_T + Σ over applied requests, in ledger order, of Σ_{u ∈ request} a_u       (float64)
+
+checking every request's recorded state hash before and after; pending requests found on open were never committed,
+hence never released: they are rolled back and reported (``recovered``). A process killed at any moment therefore
+loses nothing and applies nothing twice. Re-sending a request id returns the earlier receipt. One process at a time:
+a lock file beside the ledger is held while a ``DurableUnlearner`` is open.
+
+Keep the ledger as secret as the internal state: with the recorded noise seeds and the trained run, anyone can
+subtract the noise from a release.
+
+:func:`forget_from_file` is the library side of ``unlearn-audit forget``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from numbers import Integral
+from pathlib import Path
+
+import numpy as np
+
+from unlearn_audit.certify import SensitivityCertificate, calibrate, release
+from unlearn_audit.common import array_sha256, atomic_save_npy
+from unlearn_audit.deletion.errors import DurableError
+from unlearn_audit.deletion.ledger import AlreadyApplied, Ledger, LedgerEntry
+from unlearn_audit.deletion.requests import (check_record_ids, check_request_id, default_request_id,
+                                             read_request_file)
+from unlearn_audit.deletion.trained_run import TrainedRun, find_trained_run, load_trained_run
+
+__all__ = ["DurableUnlearner", "ForgetReceipt", "LEDGER_FILE", "RELEASES_DIR", "forget_from_file", "state_hash"]
+
+METHOD = "hfocu"
+LEDGER_FILE = "ledger.sqlite"
+RELEASES_DIR = "releases"
+
+
+def state_hash(state: np.ndarray) -> str:
+    """SHA-256 of a state vector as little-endian float64 bytes (the hashes recorded in the ledger)."""
+    return array_sha256(state, dtype="<f8")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# receipts
+@dataclass(frozen=True)
+class ForgetReceipt:
+    """What a deletion request produced (or, for a re-sent request, what it produced the first time).
+
+    ``applied_now`` is False for a re-sent request id (nothing applied again). ``released`` holds the released
+    weights for a request applied now (None for a re-sent one: see ``DurableUnlearner.release_of``).
+    ``certificate`` is the stored JSON: ε, δ, mechanism, σ and the sensitivity certificate of ALL records deleted so
+    far (the release is calibrated to that union).
+    """
+
+    request_id: str
+    record_ids: tuple[str, ...]
+    applied_now: bool
+    applied_at: str
+    applied_seq: int
+    epsilon: float
+    delta: float
+    mechanism: str
+    sigma: float
+    noise_seed: int
+    certificate: dict
+    latency_ms: float
+    model_hash_before: str
+    model_hash_after: str
+    released: np.ndarray | None = None
+
+    @property
+    def sensitivity(self) -> float:
+        return float(self.certificate["sensitivity"])
+
+    @classmethod
+    def from_entry(cls, entry: LedgerEntry, applied_now: bool = False, released=None) -> "ForgetReceipt":
+        c = entry.certificate or {}
+        return cls(entry.request_id, tuple(entry.record_ids), applied_now, entry.applied_at, entry.applied_seq,
+                   float(c.get("epsilon", math.nan)), float(c.get("delta", math.nan)), str(c.get("mechanism", "?")),
+                   float(entry.sigma), int(entry.noise_seed), c, float(entry.latency_ms), entry.model_hash_before,
+                   entry.model_hash_after, released)
+
+    def describe(self) -> list[str]:
+        """Human-readable lines: the certificate (ε, δ, Δ, σ, bound, constants) and the latency."""
+        c = self.certificate
+        head = (f"request {self.request_id}: {len(self.record_ids)} record(s) "
+                + ("deleted" if self.applied_now else f"already applied at {self.applied_at}; nothing applied again"))
+        lines = [head,
+                 f"  records deleted so far: {c.get('deleted_total', '?')} in {c.get('requests_total', '?')} "
+                 "request(s); the release is certified for all of them",
+                 f"  epsilon={self.epsilon:g}  delta={self.delta:g}  mechanism={self.mechanism}",
+                 f"  sensitivity Delta={self.sensitivity:.6g}  sigma={self.sigma:.6g}",
+                 f"  bound: {c.get('bound', '?')} [{c.get('constants_kind', '?')}, {c.get('model', '?')}, "
+                 f"reference retrain: {c.get('reference', '?')}]"]
+        consts = c.get("constants", {})
+        if consts:
+            lines.append("  constants: " + ", ".join(f"{k}={v['value']:.4g} ({v['source']})"
+                                                    for k, v in sorted(consts.items())))
+        lines.append(f"  latency: {self.latency_ms:.2f} ms (recorded at commit)")
+        lines.append(f"  state hash: {self.model_hash_before[:16]}… -> {self.model_hash_after[:16]}…")
+        return lines
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the durable unlearner
+class _FileLock:
+    """An exclusive advisory lock (flock) on ``path``, waited for up to ``timeout`` seconds; freed by the OS when
+    the holding process dies."""
+
+    def __init__(self, path: Path, timeout: float):
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - non-POSIX: no cross-process lock
+            self.fd = None
+            return
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except OSError:
+                if time.monotonic() >= deadline:
+                    os.close(self.fd)
+                    self.fd = None
+                    raise DurableError(f"{path}: the ledger is in use by another process") from None
+                time.sleep(0.02)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor drops the flock
+            self.fd = None
+
+
+class DurableUnlearner:
+    """HF-OCU deletions applied through the deletion ledger (see the module docstring).
+
+    Args:
+        run: the trained run (``load_trained_run`` or ``TrainedRun.from_unlearner``).
+        ledger_path: the ledger's SQLite file (created if missing; tied to ``run.digest``).
+        verify_hashes: check every applied request's recorded state hashes while re-deriving the state.
+        lock_timeout: seconds to wait for another process that has this ledger open.
+
+    Attributes:
+        recovered: the pending requests found on open and rolled back (never released).
+    """
+
+    def __init__(self, run: TrainedRun, ledger_path, *, verify_hashes: bool = True, lock_timeout: float = 10.0):
+        self.run = run
+        self.ledger_path = Path(ledger_path)
+        self.verify_hashes = verify_hashes
+        self._after_begin = None  # test hook: called between begin and commit
+        self._lock = _FileLock(Path(str(self.ledger_path) + ".lock"), lock_timeout)
+        try:
+            self.ledger = Ledger(self.ledger_path, base_model_hash=run.digest)
+        except BaseException:
+            self._lock.release()
+            raise
+        try:
+            self.ledger.verify()
+            self.recovered: list[LedgerEntry] = self.ledger.rollback_pending()
+            self._rederive()
+        except BaseException:
+            self.close()
+            raise
+
+    @classmethod
+    def open(cls, run_dir, *, ledger_path=None, **kwargs) -> "DurableUnlearner":
+        """Open ``run_dir/trained_run`` (or ``run_dir`` if it is the trained run) with ``run_dir/ledger.sqlite``."""
+        run_dir = Path(run_dir)
+        run = load_trained_run(find_trained_run(run_dir))
+        return cls(run, ledger_path or run_dir / LEDGER_FILE, **kwargs)
+
+    # -- state -------------------------------------------------------------------------------------------------------
+    def _replay(self, entries) -> tuple[np.ndarray, str]:
+        state = self.run.weights.astype(np.float64)
+        h = state_hash(state)
+        for e in entries:
+            if self.verify_hashes and e.model_hash_before != h:
+                raise DurableError(f"ledger request '{e.request_id}': state hash before it does not match the "
+                                   "re-derived state; the ledger does not belong to this trained run")
+            state = state + self.run.approximator_sum(self.run.positions(e.record_ids))
+            h = state_hash(state)
+            if self.verify_hashes and e.model_hash_after != h:
+                raise DurableError(f"ledger request '{e.request_id}': re-derived state hash differs from the recorded "
+                                   "one; the ledger does not belong to this trained run")
+        return state, h
+
+    def _rederive(self) -> None:
+        applied = self.ledger.applied()
+        self._state, self._hash = self._replay(applied)
+        self._deleted: dict[str, str] = {rid: e.request_id for e in applied for rid in e.record_ids}
+        self._n_applied = len(applied)
+
+    @property
+    def deleted_ids(self) -> list[str]:
+        return list(self._deleted)
+
+    @property
+    def n_applied(self) -> int:
+        return self._n_applied
+
+    @property
+    def state_hash(self) -> str:
+        return self._hash
+
+    def noiseless_state(self) -> np.ndarray:
+        """A copy of the noiseless internal state (float64). For audits and tests only: never publish it."""
+        return self._state.copy()
+
+    def certificate(self, record_ids=None) -> SensitivityCertificate:
+        """Δ for the given ids (default: every record deleted so far)."""
+        ids = list(self._deleted) if record_ids is None else list(check_record_ids(record_ids))
+        if not ids:
+            raise DurableError("nothing deleted yet: no certificate to compute")
+        return self.run.certificate(self.run.positions(ids))
+
+    # -- deletion ----------------------------------------------------------------------------------------------------
+    def forget(self, record_ids, *, epsilon: float, delta: float, request_id: str | None = None,
+               mechanism: str = "analytic", noise_seed: int | None = None) -> ForgetReceipt:
+        """Delete ``record_ids`` (one request) and release the model with fresh noise for all deletions so far.
+
+        A re-sent ``request_id`` (default: derived from the ids) returns its earlier receipt and applies nothing.
+        Any refusal (unknown or already deleted id, impossible ε/δ, a certificate that cannot be computed) raises
+        before the ledger is written.
+        """
+        t0 = time.perf_counter()
+        ids = check_record_ids(record_ids)
+        request_id = check_request_id(default_request_id(ids) if request_id is None else request_id)
+        existing = self.ledger.get(request_id)
+        if existing is not None:
+            if sorted(existing.record_ids) != sorted(ids):
+                raise DurableError(f"request '{request_id}' was already submitted with different record ids")
+            if existing.applied:
+                return ForgetReceipt.from_entry(existing)
+            # pragma: no cover - pending rows are rolled back on open and we hold the lock
+            self.ledger.rollback(request_id)
+        calibrate(epsilon, delta, 1.0, mechanism)  # validates ε, δ and the mechanism before anything else
+        positions = self.run.positions(ids)
+        again = [r for r in ids if r in self._deleted]
+        if again:
+            raise DurableError(f"record id '{again[0]}' was already deleted (request '{self._deleted[again[0]]}')")
+        if noise_seed is None:
+            noise_seed = secrets.randbits(63)
+        elif isinstance(noise_seed, bool) or not isinstance(noise_seed, Integral) or not 0 <= noise_seed < 2 ** 63:
+            raise DurableError(f"noise_seed must be an integer in [0, 2^63), got {noise_seed!r}")
+        union = np.concatenate([self.run.positions(list(self._deleted)), positions])
+        cert = self.run.certificate(union)
+        sigma = calibrate(epsilon, delta, cert.sensitivity, mechanism)
+        cert_json = {**cert.to_dict(), "epsilon": float(epsilon), "delta": float(delta), "mechanism": mechanism,
+                     "sigma": sigma, "request_records": len(ids), "deleted_total": len(union),
+                     "requests_total": self._n_applied + 1}
+
+        hash_before = self._hash
+        entry = self.ledger.begin(request_id, list(ids), METHOD, model_hash_before=hash_before)
+        if isinstance(entry, AlreadyApplied):  # pragma: no cover - checked above, we hold the lock
+            return ForgetReceipt.from_entry(entry.entry)
+        try:
+            if self._after_begin is not None:
+                self._after_begin()
+            new_state = self._state + self.run.approximator_sum(positions)
+            hash_after = state_hash(new_state)
+            released = release(new_state, sigma, int(noise_seed)).astype(self.run.weights.dtype)
+            latency_ms = (time.perf_counter() - t0) * 1e3
+            done = self.ledger.commit(request_id, model_hash_after=hash_after, sigma=sigma,
+                                      noise_seed=int(noise_seed), certificate=cert_json, latency_ms=latency_ms)
+        except BaseException:
+            self._recover_after_failure(request_id)
+            raise
+        self._state, self._hash = new_state, hash_after
+        self._deleted.update({rid: request_id for rid in ids})
+        self._n_applied += 1
+        return ForgetReceipt.from_entry(done, applied_now=True, released=released)
+
+    def _recover_after_failure(self, request_id: str) -> None:
+        """After an exception between begin and the state update: roll the pending row back, or, if the commit
+        went through, re-derive the state from the ledger."""
+        try:
+            e = self.ledger.get(request_id)
+            if e is not None and not e.applied:
+                self.ledger.rollback(request_id)
+            elif e is not None and e.applied:
+                self._rederive()
+        except Exception:  # pragma: no cover - the ledger itself failed; the next open recovers
+            pass
+
+    # -- reading back --------------------------------------------------------------------------------------------------
+    def receipt_of(self, request_id: str) -> ForgetReceipt:
+        e = self.ledger.get(request_id)
+        if e is None or not e.applied:
+            raise DurableError(f"request '{request_id}' is not applied in this ledger")
+        return ForgetReceipt.from_entry(e)
+
+    def release_of(self, request_id: str) -> np.ndarray:
+        """Reproduce the released weights of an applied request from the trained run and the ledger (its state
+        re-derived up to it, plus the noise drawn with its recorded seed)."""
+        e = self.ledger.get(request_id)
+        if e is None or not e.applied:
+            raise DurableError(f"request '{request_id}' is not applied in this ledger")
+        upto = [a for a in self.ledger.applied() if a.applied_seq <= e.applied_seq]
+        state, h = self._replay(upto)
+        if h != e.model_hash_after:
+            raise DurableError(f"request '{request_id}': re-derived state does not match the ledger")
+        return release(state, float(e.sigma), int(e.noise_seed)).astype(self.run.weights.dtype)
+
+    # -- lifecycle -----------------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        if getattr(self, "ledger", None) is not None:
+            self.ledger.close()
+            self.ledger = None
+        self._lock.release()
+
+    def __enter__(self) -> "DurableUnlearner":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the `forget` command's library side
+def forget_from_file(run_dir, requests_file, *, epsilon: float, delta: float, mechanism: str = "analytic",
+                     request_id: str | None = None) -> tuple[ForgetReceipt, Path, list[LedgerEntry]]:
+    """One deletion request from a file of record ids, applied to ``run_dir`` through ``run_dir/ledger.sqlite``.
+
+    Validates everything that does not need the ledger (file, ε/δ, the trained run and its hashes, unknown ids)
+    before opening it. Writes the released weights to ``run_dir/releases/<request_id>.npy`` (reproduced from the
+    ledger for a re-sent request whose file is missing). Returns (receipt, release path, pending requests that were
+    rolled back on open).
+    """
+    ids, file_sha = read_request_file(requests_file)
+    ids = list(check_record_ids(ids))
+    request_id = check_request_id(file_sha if request_id is None else request_id)
+    calibrate(epsilon, delta, 1.0, mechanism)
+    run_dir = Path(run_dir)
+    run = load_trained_run(find_trained_run(run_dir))
+    run.positions(ids)
+    with DurableUnlearner(run, run_dir / LEDGER_FILE) as du:
+        receipt = du.forget(ids, epsilon=epsilon, delta=delta, request_id=request_id, mechanism=mechanism)
+        out = run_dir / RELEASES_DIR / f"{request_id}.npy"
+        if receipt.released is not None:
+            atomic_save_npy(out, receipt.released)
+        elif not out.is_file():
+            atomic_save_npy(out, du.release_of(request_id))
+        return receipt, out, du.recovered
