@@ -78,7 +78,7 @@ def lr_setting(quick: bool, threads: int) -> dict:
     ref = reference_precompute(model, cfg, x, y, traj.weights, res.schedule, rows)
     t_ref = (time.perf_counter() - t0) * (1000 / len(rows))
     rel = float((ours[torch.as_tensor(rows)] - ref).norm() / ref.norm())
-    rel_to = float((time_outer.recursion_.approximators - ours).norm() / ours.norm())
+    rel_to = float((time_outer.approximators_ - ours).norm() / ours.norm())
     # deletion latency: 1000 single-record requests on the in-memory state
     state = res.weights.clone()
     lat = []

@@ -148,3 +148,13 @@ def test_release_validation():
         release(np.zeros(3, dtype=np.int64), 1.0, seed=0)
     with pytest.raises(CertificationError, match="weights"):
         release([0.0, 1.0], 1.0, seed=0)
+
+
+def test_release_numpy_and_torch_draw_the_same_noise():
+    """One noise source: a seed gives the same draw for a numpy state (the deletion service) and a torch state (the
+    in-process unlearner), so their releases can be compared."""
+    w = np.linspace(-1, 1, 500)
+    r_np = release(w, 3.0, seed=11)
+    r_t = release(torch.as_tensor(w), 3.0, seed=11)
+    np.testing.assert_array_equal(r_np, r_t.numpy())
+    assert np.abs(r_np - w).max() > 1.0                      # real noise, not a no-op

@@ -17,9 +17,10 @@ import torch
 from click.testing import CliRunner
 
 from unlearn_audit.config import config_from_dict
-from unlearn_audit.deletion.precompute import (DistributedError, EpochWeightsCheck, free_port, load_training_data,
-                                                precompute_rank, run_precompute, sgd_config)
+from unlearn_audit.deletion.precompute import DistributedError, EpochWeightsCheck, free_port, precompute_rank, \
+    run_precompute
 from unlearn_audit.hfocu.store import ApproximatorStore
+from unlearn_audit.inputs import build_inputs
 
 torch.set_num_threads(1)
 
@@ -30,12 +31,9 @@ MLP = {"seed": 1, "data": {"dataset": "digits", "max_train": 120}, "model": {"ki
 
 def single_process(cfg_dict, layout="auto"):
     from unlearn_audit.hfocu import HFOCUUnlearner
-    from unlearn_audit.models import build_model
 
-    cfg = config_from_dict(cfg_dict)
-    d = load_training_data(cfg)
-    model = build_model(cfg.model.kind, d.feature_shape, d.n_classes, seed=cfg.seed, hidden=cfg.model.hidden)
-    return HFOCUUnlearner(model, sgd_config(cfg), layout=layout).fit(d.x, d.y, d.ids), d
+    d = build_inputs(config_from_dict(cfg_dict))
+    return HFOCUUnlearner(d.model, d.sgd, layout=layout).fit(d.x, d.y, d.ids), d
 
 
 def assert_same(store: ApproximatorStore, unlearner, ids) -> None:
@@ -45,7 +43,7 @@ def assert_same(store: ApproximatorStore, unlearner, ids) -> None:
     assert store.schedule_digest == unlearner.schedule_.digest()
     assert store.ids == list(ids)
     got = store.rows(np.arange(store.n)).double()
-    ref = unlearner.recursion_.approximators.double()
+    ref = unlearner.approximators_.double()
     assert ref.abs().max() > 0
     err = (got - ref).norm(dim=1)
     assert bool((err <= 1e-6 * ref.norm(dim=1)).all()), float((err / ref.norm(dim=1).clamp_min(1e-30)).max())
@@ -62,7 +60,7 @@ def test_two_processes_softmax_cli_equals_single_process(tmp_path):
                                     "--threads", "1", "--chunk-rows", "100", "--device", "cpu",
                                     "--start-method", "fork"])
     assert res.exit_code == 0, res.output
-    assert "on 2 process(es) (gloo, chunk_outer)" in res.output
+    assert "on 2 process(es) (gloo, chunk_outer)" in res.output and f"forget {out}" in res.output
     store = ApproximatorStore.open(out / "store", expected_model_hash=None)
     assert len(store.manifest["shards"]) == 2 and store.n == len(d.x)
     assert_same(store, unlearner, d.ids)
@@ -80,7 +78,6 @@ def _group_worker(rank: int, port: int, out: str, queue) -> None:
     """Spawned by the test below: an MLP precompute, then a deliberately diverging replay."""
     import torch.distributed as dist
 
-    from unlearn_audit.models import build_model
     from unlearn_audit.training import train_sgd
 
     torch.set_num_threads(1)
@@ -88,11 +85,10 @@ def _group_worker(rank: int, port: int, out: str, queue) -> None:
     try:
         cfg = config_from_dict(MLP)
         precompute_rank(cfg, out, chunk_rows=16)
-        d = load_training_data(cfg)
-        model = build_model("mlp", d.feature_shape, d.n_classes, seed=1, hidden=8)
+        d = build_inputs(cfg)
         x = d.x + (1e-3 if rank == 1 else 0.0)                     # rank 1 gets different data
         try:
-            train_sgd(model, x, d.y, sgd_config(cfg), hooks=[EpochWeightsCheck(-(-len(x) // 16))])
+            train_sgd(d.model, x, d.y, d.sgd, hooks=[EpochWeightsCheck(-(-len(x) // 16))])
             queue.put((rank, "no error"))
         except DistributedError as e:
             queue.put((rank, str(e)))
@@ -128,7 +124,7 @@ def test_default_spawn_launcher(tmp_path):
     assert 0 < info["quantisation"]["max_row_relative_error"] <= 2.0 ** -8
     unlearner, d = single_process(tiny, layout="time_outer")
     store = ApproximatorStore.open(tmp_path / "o" / "store", expected_model_hash=info["model_hash"])
-    ref = unlearner.recursion_.approximators.double()
+    ref = unlearner.approximators_.double()
     err = (store.rows(np.arange(60)).double() - ref).norm(dim=1)
     assert bool((err <= 2.0 ** -8 * ref.norm(dim=1)).all())
 
@@ -145,3 +141,39 @@ def test_launcher_refuses_bad_arguments(tmp_path):
         run_precompute(cfg, tmp_path / "o", device="tpu")
     with pytest.raises(DistributedError, match="layout"):
         run_precompute(cfg, tmp_path / "o", layout="rows_first")
+
+
+@pytest.mark.parametrize("cfg_dict, nproc", [(SOFTMAX, 2), (MLP, 1)], ids=["softmax-2-shards", "mlp-measured"])
+def test_precompute_writes_a_trained_run_that_forget_serves(tmp_path, cfg_dict, nproc):
+    """`unlearn-audit precompute --config F --out D`, then `unlearn-audit forget D --requests ids.txt`: exit 0, and
+    the released weights are the in-process unlearner's for the same records and noise seed (same σ, same draw)."""
+    from unlearn_audit.cli import main
+    from unlearn_audit.deletion import Ledger
+
+    unlearner, d = single_process(cfg_dict)
+    cfg_file = tmp_path / "audit.toml"
+    cfg_file.write_text(config_from_dict(cfg_dict).to_toml(), encoding="utf-8")
+    out = tmp_path / "pre"
+    res = CliRunner().invoke(main, ["precompute", "--config", str(cfg_file), "--out", str(out), "--nproc", str(nproc),
+                                    "--threads", "1", "--device", "cpu", "--start-method", "fork"])
+    assert res.exit_code == 0, res.output
+    forget_ids = [str(d.ids[i]) for i in (3, 40, len(d.ids) - 2)]       # records of both shards
+    (tmp_path / "ids.txt").write_text("\n".join(forget_ids) + "\n", encoding="utf-8")
+    res = CliRunner().invoke(main, ["forget", str(out), "--requests", str(tmp_path / "ids.txt"), "--epsilon", "1",
+                                    "--delta", "1e-5", "--request-id", "erase-1"])
+    assert res.exit_code == 0, res.output
+    released = np.load(out / "releases" / "erase-1.npy")
+    with Ledger(out / "ledger.sqlite") as led:
+        (entry,) = led.applied()
+    unlearner.delete(forget_ids)
+    mine, cert, sigma = unlearner.release(epsilon=1.0, delta=1e-5, seed=entry.noise_seed)
+    assert entry.sigma == pytest.approx(sigma, rel=1e-12) and entry.certificate["sensitivity"] == cert.sensitivity
+    mine = mine.numpy()
+    noise = np.abs(mine - unlearner.state_.numpy())
+    assert noise.mean() > 0.1 * sigma                                    # a real release, not the noiseless state
+    # equal up to float32 rounding at the release's magnitude (the service sums in float64, the unlearner in float32)
+    print(f"max |service - unlearner| = {np.abs(released - mine).max():.3g}, sigma = {sigma:.4g}")
+    assert np.abs(released - mine).max() <= 4 * np.spacing(np.float32(np.abs(mine).max()))
+    # and a different seed would not pass that test
+    other, _, _ = unlearner.release(epsilon=1.0, delta=1e-5, seed=entry.noise_seed + 1)
+    assert np.abs(released - other.numpy()).max() > 0.1 * sigma

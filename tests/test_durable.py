@@ -61,7 +61,7 @@ def dump(ledger_path):
 
 
 def expected_state(run, record_ids):
-    a = torch.as_tensor(np.array(run.approximators), dtype=torch.float64)
+    a = torch.as_tensor(run.approximator_rows(np.arange(run.n_approximators)), dtype=torch.float64)
     rows = torch.as_tensor(run.row_of[[run.position_of[r] for r in record_ids]])
     return torch.as_tensor(run.weights, dtype=torch.float64) + a[rows.flip(0)].sum(0)
 
@@ -72,15 +72,14 @@ def test_trained_run_roundtrip_and_certificate_matches_unlearner(fitted, saved):
     assert run.digest and run.dim == fitted.model.dim and run.n_train == len(fitted.ids_)
     assert TrainedRun.from_unlearner(fitted).digest == run.digest == run.content_digest()  # content, not file bytes
     assert np.array_equal(run.weights, fitted.weights_.numpy())
-    assert np.array_equal(np.asarray(run.approximators), fitted.recursion_.approximators.numpy())
+    assert np.array_equal(run.approximator_rows(np.arange(run.n_approximators)), fitted.approximators_.numpy())
     assert list(run.record_ids) == list(fitted.ids_) and run.schedule.digest() == fitted.schedule_.digest()
     ids = [str(r) for r in fitted.ids_[[4, 9, 77]]]
     assert run.certificate(run.positions(ids)).to_dict() == fitted.certificate(ids).to_dict()
     assert np.allclose(run.approximator_sum(run.positions(ids)), fitted.approximator_sum(ids).double().numpy())
     files = sorted(p.name for p in saved.iterdir())
-    assert files == sorted(["manifest.json", "spec.json", "weights.npy", "approximators.npy",
-                            "tracked_positions.npy", "record_ids.npy", "schedule.npz"])
-    for npy in saved.glob("*.npy"):  # plain arrays, no pickle
+    assert files == sorted(["manifest.json", "spec.json", "weights.npy", "record_ids.npy", "schedule.npz", "store"])
+    for npy in list(saved.glob("*.npy")) + list(saved.glob("store/**/*.npy")):  # plain arrays, no pickle
         np.load(npy, allow_pickle=False)
 
 
@@ -89,7 +88,8 @@ def test_save_refuses_non_empty_folder(fitted, saved):
         save_trained_run(saved, fitted)
 
 
-@pytest.mark.parametrize("victim, how", [("approximators.npy", "flip"), ("weights.npy", "flip"),
+@pytest.mark.parametrize("victim, how", [("store/shard-00000/chunk-000000.npy", "flip"),
+                                         ("store/manifest.json", "flip"), ("weights.npy", "flip"),
                                          ("record_ids.npy", "flip"), ("spec.json", "flip"),
                                          ("schedule.npz", "delete"), ("manifest.json", "garbage")])
 def test_tampered_run_is_refused(run_dir, victim, how):
@@ -113,8 +113,9 @@ def test_consistent_tampering_of_run_and_manifest_is_caught_by_the_ledger(run_di
         du.forget([str(du.run.record_ids[0])], epsilon=1.0, delta=1e-5, request_id="r1")
     before = dump(run_dir / "ledger.sqlite")
     # rewrite the whole run with different approximators, manifest hashes recomputed: a different run
-    run = load_trained_run(run_dir / "trained_run", mmap=False)
-    forged = TrainedRun(run.weights, np.asarray(run.approximators) * 1.01, run.tracked_positions, run.record_ids,
+    run = load_trained_run(run_dir / "trained_run")
+    forged = TrainedRun(run.weights, run.approximator_rows(np.arange(run.n_approximators)) * 1.01,
+                        run.tracked_positions, run.record_ids,
                         run.schedule, run.spec)
     save_trained_run(run_dir / "trained_run", forged, overwrite=True)
     with pytest.raises(LedgerError, match="belongs to base model"):
@@ -272,7 +273,7 @@ def test_mlp_candidates_measured_constants(tmp_path):
                                         seed=2), mode="candidates", candidates=cands).fit(x, y, tr.ids)
     save_trained_run(tmp_path / "trained_run", u)
     with DurableUnlearner.open(tmp_path) as du:
-        assert du.run.spec["model"]["hidden"] == 8 and du.run.approximators.shape[0] == 10
+        assert du.run.spec["model"]["hidden"] == 8 and du.run.n_approximators == 10
         r = du.forget(cands[:3], epsilon=1.0, delta=1e-5, request_id="m1")
         assert r.certificate["constants_kind"] == "measured constants"
         assert r.sensitivity == pytest.approx(u.certificate(cands[:3]).sensitivity)

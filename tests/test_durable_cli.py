@@ -96,7 +96,7 @@ def test_forget_help_has_example():
 
 
 def _tamper_approximators(run_dir):
-    f = run_dir / "trained_run" / "approximators.npy"
+    f = run_dir / "trained_run" / "store" / "shard-00000" / "chunk-000000.npy"
     data = bytearray(f.read_bytes())
     data[len(data) // 2] ^= 0x10
     f.write_bytes(bytes(data))
@@ -106,7 +106,7 @@ BAD = [
     # name, request-file ids (indices into the training ids or literal strings), extra args, tamper, message words
     ("unknown id", ["no-such-record"], [], None, "unknown record id 'no-such-record'"),
     ("already deleted id", [0], [], None, "already deleted"),
-    ("mismatched hash", [5], [], _tamper_approximators, "approximators.npy: sha256 does not match"),
+    ("mismatched hash", [5], [], _tamper_approximators, "is corrupted: SHA-256 does not match"),
     ("epsilon 0", [5], ["--epsilon", "0"], None, "epsilon"),
     ("delta 1", [5], ["--delta", "1"], None, "delta"),
     ("delta 0", [5], ["--delta", "0"], None, "delta"),

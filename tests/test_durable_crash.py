@@ -164,7 +164,7 @@ def test_random_sigkill_rounds_recover_exactly(run_dir):
             deleted = ids[:k * PER_REQUEST]
             assert sorted(du.deleted_ids) == sorted(deleted) and len(set(du.deleted_ids)) == len(deleted)
             # the re-derived state = base + Σ approximators of the applied requests (independent computation)
-            a = torch.as_tensor(np.array(run.approximators), dtype=torch.float64)
+            a = torch.as_tensor(run.approximator_rows(np.arange(run.n_approximators)), dtype=torch.float64)
             expect = torch.as_tensor(run.weights, dtype=torch.float64) + a[:0].sum(0)
             if deleted:
                 rows = run.row_of[[run.position_of[r] for r in deleted]][::-1].copy()

@@ -127,7 +127,7 @@ def test_candidates_mode_tracks_only_candidates(digits_train):
     full = HFOCUUnlearner(build_model("softmax", (64,), 10), cfg).fit(x, y, ids)
     cand = list(ids[:20])
     part = HFOCUUnlearner(build_model("softmax", (64,), 10), cfg, mode="candidates", candidates=cand).fit(x, y, ids)
-    assert part.recursion_.approximators.shape[0] == 20
+    assert part.approximators_.shape[0] == 20
     assert rel(part.approximator_sum(cand[:5]), full.approximator_sum(cand[:5])) < 1e-6
     with pytest.raises(UnlearningError, match="no approximator"):
         part.delete([ids[100]])

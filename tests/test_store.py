@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from unlearn_audit.hfocu.store import ApproximatorStore, StoreError, export_unlearner, ids_digest, split_rows
+from unlearn_audit.hfocu.store import ApproximatorStore, StoreError, ids_digest, split_rows
 
 torch.set_num_threads(1)
 
@@ -152,7 +152,7 @@ def test_shards_written_separately_then_assembled(tmp_path, data):
     assert s2.shards_read == {2}                     # a deletion reads only the shard holding its records
 
 
-def test_export_unlearner_and_delete_from_store(tmp_path):
+def test_store_backed_candidates_and_delete_from_store(tmp_path):
     from unlearn_audit.data import load_dataset
     from unlearn_audit.hfocu import HFOCUUnlearner
     from unlearn_audit.models import build_model
@@ -163,17 +163,32 @@ def test_export_unlearner_and_delete_from_store(tmp_path):
     x = torch.as_tensor(ds.x[:120], dtype=torch.float32)
     y = torch.as_tensor(ds.y[:120], dtype=torch.int64)
     ids = [str(i) for i in ds.ids[:120]]
-    model = build_model("softmax", ds.feature_shape, ds.n_classes, seed=0)
     cand = ids[10:40]
-    u = HFOCUUnlearner(model, SGDConfig(epochs=2, batch_size=16, lr=0.2, lam=0.01), mode="candidates",
+    cfg = SGDConfig(epochs=2, batch_size=16, lr=0.2, lam=0.01)
+    u = HFOCUUnlearner(build_model("softmax", ds.feature_shape, ds.n_classes, seed=0), cfg, mode="candidates",
                        candidates=cand).fit(x, y, ids)
-    m = export_unlearner(u, tmp_path / "s", chunk_rows=8)
-    assert m["n"] == 30 and m["extra"]["curvature"].startswith("exact")
+    on_disk = HFOCUUnlearner(build_model("softmax", ds.feature_shape, ds.n_classes, seed=0), cfg, mode="candidates",
+                             candidates=cand, store_path=str(tmp_path / "s")).fit(x, y, ids)
+    assert on_disk.approximators_ is None and on_disk.storage_bytes() == 30 * u.model.dim * 4
     s = ApproximatorStore.open(tmp_path / "s", expected_model_hash=weights_hash(u.weights_),
                                expected_schedule_digest=u.schedule_.digest())
+    assert s.n == 30 and s.manifest["extra"]["curvature"].startswith("exact")
     assert s.ids == cand and list(s.positions) == list(range(10, 40))
-    assert torch.equal(s.rows(np.arange(30)), u.recursion_.approximators)
+    assert torch.equal(s.rows(np.arange(30)), u.approximators_)
     forget = [cand[3], cand[20]]
     via_store = u.weights_ + s.sum_rows(s.rows_of(forget))
     u.delete(forget)
     assert torch.allclose(via_store, u.state_, rtol=0, atol=1e-6)
+
+
+def test_write_at_accepts_rows_in_any_order(tmp_path):
+    rng = np.random.default_rng(3)
+    A = rng.standard_normal((23, 5)).astype(np.float32)
+    w = ApproximatorStore.create(tmp_path / "s", 23, 5, chunk_rows=4, ids=[f"r{i}" for i in range(23)])
+    perm = rng.permutation(23)
+    w.write_at(perm[:11], A[perm[:11]])
+    w.write_at(torch.as_tensor(perm[11:]).numpy(), torch.as_tensor(A[perm[11:]]))
+    w.finalise()
+    assert np.array_equal(ApproximatorStore.open(tmp_path / "s").rows(np.arange(23)).numpy(), A)
+    with pytest.raises(StoreError, match="row numbers"):
+        ApproximatorStore.create(tmp_path / "t", 3, 5, ids=["a", "b", "c"]).write_at([0, 1], A[:3])

@@ -189,7 +189,8 @@ def calibrate(epsilon, delta, sensitivity, mechanism):
 def forget(run_dir, requests_file, epsilon, delta, mechanism, request_id):
     """Delete records from a finished run's model through its deletion ledger, and release it certified.
 
-    RUN_DIR is an audit run folder (with trained_run/) or a trained-run folder. The request is recorded in
+    RUN_DIR is an audit run folder (with trained_run/) or a trained-run folder (such as the --out folder of
+    `unlearn-audit precompute`). The request is recorded in
     RUN_DIR/ledger.sqlite; re-sending the same request id applies it once. The released weights (fresh noise
     calibrated to every record deleted so far) go to RUN_DIR/releases/<request_id>.npy.
 
@@ -220,7 +221,8 @@ def forget(run_dir, requests_file, epsilon, delta, mechanism, request_id):
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="Audit TOML config (data, model, training sections). Default: the bundled digits audit.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True,
-              help="Output folder (store/, weights.npy, schedule.npz, precompute.json). Must be empty unless --force.")
+              help="Output folder: a trained run (store/, weights, ids, schedule, spec, manifest) and precompute.json. "
+                   "Must be empty unless --force.")
 @click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes, each owning a contiguous shard of the records.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
@@ -238,29 +240,36 @@ def precompute(config_path, out_dir, nproc, device, store_dtype, chunk_rows, thr
                verbose):
     """Sharded HF-OCU approximator precompute on torch.distributed (gloo on CPU, nccl on GPUs).
 
+    Writes a trained run into --out that `unlearn-audit forget OUT --requests FILE` serves. Under torchrun each
+    process is one rank (--nproc is then ignored).
+
     \b
     Examples:
       unlearn-audit precompute --config audit.toml --out runs/pre --nproc 2
-      torchrun --nproc_per_node 2 -m unlearn_audit.deletion.precompute --config audit.toml --out runs/pre
+      torchrun --nproc_per_node 2 -m unlearn_audit.cli precompute --config audit.toml --out runs/pre
+      unlearn-audit forget runs/pre --requests erase.txt
     """
     from unlearn_audit.config import load_config
-    from unlearn_audit.deletion.precompute import DistributedError, run_precompute
+    from unlearn_audit.deletion.precompute import DistributedError
+    from unlearn_audit.deletion.precompute import precompute as run
     from unlearn_audit.hfocu.store import StoreError
 
     try:
         cfg = load_config(config_path)
-        info = run_precompute(cfg, Path(out_dir), nproc=nproc, device=device, store_dtype=store_dtype,
-                              chunk_rows=chunk_rows, force=force, threads=threads, layout=layout, verbose=verbose,
-                              start_method=start_method)
+        info = run(cfg, Path(out_dir), nproc=nproc, device=device, store_dtype=store_dtype, chunk_rows=chunk_rows,
+                   force=force, threads=threads, layout=layout, verbose=verbose, start_method=start_method)
     except _input_errors() + (DistributedError, StoreError) as err:
         _fail(str(err))
+    if info is None:                     # a rank other than 0 under torchrun: rank 0 reports
+        return
     click.echo(f"precompute: n={info['n']} d={info['d']} on {info['world_size']} process(es) ({info['backend']}, "
                f"{info['layout']}) in {info['wall_seconds']:.2f} s")
     if info.get("quantisation"):
         click.echo(f"bfloat16 store: max row relative error {info['quantisation']['max_row_relative_error']:.3g}")
     if info.get("device_note"):
         click.echo(f"note: {info['device_note']}")
-    click.echo(f"store: {info['store']} ({info['store_bytes'] / 2 ** 20:.1f} MiB)")
+    click.echo(f"trained run: {out_dir} (store {info['store_bytes'] / 2 ** 20:.1f} MiB; "
+               f"serve deletions with: unlearn-audit forget {out_dir} --requests FILE)")
 
 
 if __name__ == "__main__":

@@ -71,8 +71,8 @@ def run_hfocu(ctx: AuditContext) -> MethodOutcome:
         requests=requests,
         extra={"latency_seconds": {"p50": float(np.percentile(secs, 50)), "p99": float(np.percentile(secs, 99)),
                                    "n_requests": len(secs)},
-               "mode": un.mode, "curvature": un.recursion_.curvature_name, "order": ctx.cfg.unlearning.order,
-               "hvp_count": int(un.recursion_.hvp_count)})
+               "mode": un.mode, "curvature": un.curvature_name_, "order": ctx.cfg.unlearning.order,
+               "hvp_count": int(un.hvp_count_)})
 
 
 # -- baselines (DESIGN §2.5; unlearn_audit.baselines) ------------------------------------------------------------

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
 
 from unlearn_audit import __version__
 from unlearn_audit.audit import attack_suite, measure
@@ -23,11 +22,10 @@ from unlearn_audit.audit.tradeoff import privacy_utility_sweep
 from unlearn_audit.audit.verdict import decide
 from unlearn_audit.certify import release
 from unlearn_audit.config import AuditConfig
-from unlearn_audit.data import load_dataset, prepare, split_dataset
 from unlearn_audit.hfocu import HFOCUUnlearner
-from unlearn_audit.models import build_model
+from unlearn_audit.inputs import build_inputs, tensors
 from unlearn_audit.models.functional import weights_hash
-from unlearn_audit.training import SGDConfig, retrain_without
+from unlearn_audit.training import retrain_without
 
 SCHEMA_VERSION = "1.0"
 PRIMARY_METHOD = "hfocu"
@@ -50,10 +48,6 @@ class AuditArtefacts:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-
-
-def _tensor(a, dtype=torch.float32) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(a), dtype=dtype)
 
 
 def choose_forget_set(cfg: AuditConfig, train_ids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -79,19 +73,12 @@ def choose_forget_set(cfg: AuditConfig, train_ids: np.ndarray, rng: np.random.Ge
 def prepare_context(cfg: AuditConfig, say: Progress) -> AuditContext:
     """Load and split the data, train the target with HF-OCU approximators, choose the forget set, retrain."""
     say("loading data", 0, 1)
-    dc = cfg.data
-    ds = load_dataset(dc.dataset, data_dir=dc.data_dir, path=dc.path, label_column=dc.label_column)
-    splits = prepare(split_dataset(ds, train_fraction=dc.train_fraction, test_fraction=dc.test_fraction,
-                                   population_fraction=dc.population_fraction, seed=cfg.seed,
-                                   max_train=dc.max_train), standardize=dc.standardize, unit_norm=dc.unit_norm)
-    train, test, pop = splits.train, splits.test, splits.population
+    inp = build_inputs(cfg)
+    ds, splits, sgd, model, x, y = inp.dataset, inp.splits, inp.sgd, inp.model, inp.x, inp.y
+    train = splits.train
+    (x_test, y_test), (x_pop, y_pop) = tensors(splits.test), tensors(splits.population)
     say("loading data", 1, 1)
 
-    tc = cfg.training
-    sgd = SGDConfig(epochs=tc.epochs, batch_size=tc.batch_size, lr=tc.lr, decay=tc.decay, lam=tc.lam, clip=tc.clip,
-                    clip_norm=tc.clip_norm, weight_norm_bound=tc.weight_norm_bound, seed=cfg.seed)
-    model = build_model(cfg.model.kind, train.feature_shape, ds.n_classes, seed=cfg.seed, hidden=cfg.model.hidden)
-    x, y = _tensor(train.x), _tensor(train.y, torch.int64)
     # The forget set depends only on the seed and the training ids, so it is known before training: ``candidates``
     # mode keeps approximators for it alone.
     forget_pos = choose_forget_set(cfg, train.ids, np.random.default_rng(cfg.seed))
@@ -101,8 +88,7 @@ def prepare_context(cfg: AuditConfig, say: Progress) -> AuditContext:
     unlearner.fit(x, y, train.ids, progress=lambda d, t: say("training with approximators", d, t))
 
     ctx = AuditContext(cfg=cfg, model=model, sgd=sgd, x=x, y=y, train_ids=train.ids,
-                       x_test=_tensor(test.x), y_test=_tensor(test.y, torch.int64),
-                       x_pop=_tensor(pop.x), y_pop=_tensor(pop.y, torch.int64), unlearner=unlearner,
+                       x_test=x_test, y_test=y_test, x_pop=x_pop, y_pop=y_pop, unlearner=unlearner,
                        schedule=unlearner.schedule_, w_original=unlearner.weights_.clone(),
                        forget_positions=forget_pos, forget_ids=[str(train.ids[i]) for i in forget_pos])
     ctx.extra["dataset"] = ds

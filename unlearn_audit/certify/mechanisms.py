@@ -198,13 +198,23 @@ def calibrate(epsilon: float, delta: float, sensitivity: float, mechanism: str =
 
 # ---------------------------------------------------------------------------------------------------------------------
 # release
+def _noise(shape: tuple, seed: int):
+    """N(0, I) of ``shape``, float64 on the CPU, from torch's generator seeded with ``seed`` (the one noise source,
+    whatever the type of the weights)."""
+    import torch
+
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    return torch.randn(tuple(shape), generator=gen, dtype=torch.float64, device="cpu")
+
+
 def release(weights_noiseless, sigma: float, seed: int):
     """Return ``weights_noiseless + N(0, σ² I)``, the noise drawn from a generator seeded with ``seed``.
 
     The input is the noiseless internal state and is NOT modified; keep it internal and call ``release`` again from it
     (with a new seed) for every release, so noise is never stacked on a previously released model. Record ``seed``
-    (e.g. in the deletion ledger) so a release can be reproduced. The noise is drawn in float64 on the CPU and then cast
-    to the input's dtype and device, so a given seed gives the same noise for float32/float64 and CPU/GPU inputs.
+    (e.g. in the deletion ledger) so a release can be reproduced. The noise is drawn in float64 on the CPU by torch's
+    generator and then cast to the input's dtype and device, so a given seed gives the same noise for numpy and torch,
+    float32/float64 and CPU/GPU inputs (the in-process unlearner and the deletion service release alike).
 
     Args:
         weights_noiseless: ``torch.Tensor`` or ``np.ndarray`` of any shape (floating point).
@@ -218,21 +228,17 @@ def release(weights_noiseless, sigma: float, seed: int):
     if isinstance(seed, bool) or not isinstance(seed, Integral) or int(seed) < 0:
         raise CertificationError(f"seed must be a non-negative integer, got {seed!r}")
     seed = int(seed)
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a hard dependency
-        torch = None
-    if torch is not None and isinstance(weights_noiseless, torch.Tensor):
+    import torch
+
+    if isinstance(weights_noiseless, torch.Tensor):
         w = weights_noiseless.detach()
         if not torch.is_floating_point(w):
             raise CertificationError(f"weights must be floating point, got dtype {w.dtype}")
-        gen = torch.Generator(device="cpu").manual_seed(seed)
-        noise = torch.randn(tuple(w.shape), generator=gen, dtype=torch.float64, device="cpu")
-        return w + (sig * noise).to(dtype=w.dtype, device=w.device)
+        return w + (sig * _noise(tuple(w.shape), seed)).to(dtype=w.dtype, device=w.device)
     if isinstance(weights_noiseless, np.ndarray):
         if not np.issubdtype(weights_noiseless.dtype, np.floating):
             raise CertificationError(f"weights must be floating point, got dtype {weights_noiseless.dtype}")
-        noise = np.random.default_rng(seed).standard_normal(weights_noiseless.shape)
+        noise = _noise(weights_noiseless.shape, seed).numpy()
         return (weights_noiseless + sig * noise).astype(weights_noiseless.dtype, copy=False)
     raise CertificationError(
         f"weights must be a torch.Tensor or numpy.ndarray, got {type(weights_noiseless).__name__}"

@@ -1,36 +1,35 @@
-"""Sharded HF-OCU precompute on ``torch.distributed`` (issue 9).
+"""Sharded HF-OCU precompute on ``torch.distributed`` (issue 9): writes a trained run that ``forget`` serves.
 
-Every rank replays the same training run (same data, seed and schedule, so the weights are identical by
-construction; a SHA-256 of the weights is all-gathered at every epoch boundary and at the end, and any mismatch
-aborts every rank with one clear error) and keeps the approximators of one contiguous shard of the training records
-only (``ApproximatorRecursion(tracked_positions=shard)``). Each rank then writes its own shard of the file-backed
-store (:mod:`unlearn_audit.hfocu.store`); rank 0 ties the shards together in ``manifest.json``. A deletion later reads
-only the chunks, hence the shards, holding the deleted records. Work per rank: the (cheap) training replay plus
-1/world_size of the O(E·n²·d) propagation.
+Every rank builds the same inputs from the config (:func:`unlearn_audit.inputs.build_inputs`: same data, model, seed
+and schedule, so the weights are identical by construction; a SHA-256 of the weights is all-gathered at every epoch
+boundary and at the end, and any mismatch aborts every rank with one clear error) and computes the approximators of
+one contiguous shard of the training records with the layout strategy the in-process unlearner uses
+(:mod:`unlearn_audit.hfocu.layouts`, ``tracked_positions`` = the shard). Each rank writes its own shard of the
+approximator store; rank 0 ties the shards together and completes the trained run around them
+(:func:`~unlearn_audit.deletion.trained_run.finish_trained_run`: weights, record ids, schedule, spec with the
+certificate constants, manifest last). Work per rank: the (cheap) training replay plus 1/world_size of the
+O(E·n²·d) propagation.
 
-Backends: ``gloo`` on CPU, ``nccl`` when every local rank gets its own GPU (``--device auto|cuda``); without a
-usable GPU it falls back to the CPU and gloo (and says so in the summary).
+Backends: ``gloo`` on CPU, ``nccl`` when every local rank gets its own GPU (``--device auto`` when there are enough
+GPUs, ``--device cuda`` insists: :func:`unlearn_audit.training.resolve_device`).
 
 Launch on one machine (workers spawned with ``torch.multiprocessing``, rendezvous on 127.0.0.1 at a free port chosen
-at run time)::
+at run time), or with PyTorch's own launcher (one process per rank; add --nnodes/--rdzv-endpoint for several
+machines, whose ranks must see the same --out folder)::
 
     unlearn-audit precompute --config audit.toml --out runs/pre --nproc 2
-    python -m unlearn_audit.deletion.precompute --config audit.toml --out runs/pre --nproc 2
-
-or with PyTorch's own launcher (one process per rank; add --nnodes/--rdzv-endpoint for several machines, whose
-ranks must see the same --out folder)::
-
-    torchrun --nproc_per_node 2 --master_addr 127.0.0.1 --master_port 29511 \\
-        -m unlearn_audit.deletion.precompute --config audit.toml --out runs/pre
+    torchrun --nproc_per_node 2 -m unlearn_audit.cli precompute --config audit.toml --out runs/pre
+    unlearn-audit forget runs/pre --requests erase.txt
 
 The config is the audit's (``data``, ``model``, ``training``, ``unlearning.curvature/order`` and ``seed`` are used).
-Output folder: ``store/`` (the sharded approximator store), ``weights.npy`` (w_T, float32), ``schedule.npz`` and
-``precompute.json`` (config, timings per rank, device).
+Output folder: a trained run (``manifest.json``, ``spec.json``, ``weights.npy``, ``record_ids.npy``,
+``schedule.npz``, ``store/``: :mod:`unlearn_audit.deletion.trained_run`) plus ``precompute.json`` (config, timings
+per rank, device). With ``--force`` a previous precompute's files are replaced; a ledger and releases already in the
+folder are left alone (a ledger of another run is then refused by ``forget``).
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import json
 import os
@@ -38,7 +37,6 @@ import socket
 import sys
 import time
 import traceback
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -46,61 +44,36 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from unlearn_audit.deletion.errors import TrainedRunError
+from unlearn_audit.deletion.trained_run import STORE_DIR, finish_trained_run, trained_run_spec
 from unlearn_audit.hfocu.store import ApproximatorStore, StoreError, remove_store, split_rows
+from unlearn_audit.training import resolve_device
 
-OUT_FILES = ("weights.npy", "schedule.npz", "precompute.json")
+__all__ = ["DistributedError", "EpochWeightsCheck", "check_out_dir", "free_port", "precompute", "precompute_rank",
+           "run_precompute"]
+
+OUT_FILES = ("manifest.json", "spec.json", "weights.npy", "record_ids.npy", "schedule.npz", "precompute.json")
 
 
 class DistributedError(RuntimeError):
     """The ranks cannot go on together (diverged weights, different inputs, a failed rank); one-line message."""
 
 
-# -- inputs ---------------------------------------------------------------------------------------------------------
-@dataclass
-class TrainingData:
-    x: torch.Tensor
-    y: torch.Tensor
-    ids: np.ndarray
-    n_classes: int
-    feature_shape: tuple[int, ...]
-    digest: str
-
-
-def load_training_data(cfg) -> TrainingData:
-    """The training split exactly as :func:`unlearn_audit.audit.pipeline.run_audit` builds it."""
-    from unlearn_audit.data import load_dataset, prepare, split_dataset
-
-    dc = cfg.data
-    ds = load_dataset(dc.dataset, data_dir=dc.data_dir, path=dc.path, label_column=dc.label_column)
-    splits = prepare(split_dataset(ds, train_fraction=dc.train_fraction, test_fraction=dc.test_fraction,
-                                   population_fraction=dc.population_fraction, seed=cfg.seed,
-                                   max_train=dc.max_train), standardize=dc.standardize, unit_norm=dc.unit_norm)
-    train = splits.train
-    return TrainingData(torch.as_tensor(np.asarray(train.x), dtype=torch.float32),
-                        torch.as_tensor(np.asarray(train.y), dtype=torch.int64), np.asarray(train.ids).astype(str),
-                        ds.n_classes, tuple(train.feature_shape), train.digest())
-
-
-def sgd_config(cfg):
-    from unlearn_audit.training import SGDConfig
-
-    tc = cfg.training
-    return SGDConfig(epochs=tc.epochs, batch_size=tc.batch_size, lr=tc.lr, decay=tc.decay, lam=tc.lam, clip=tc.clip,
-                     clip_norm=tc.clip_norm, weight_norm_bound=tc.weight_norm_bound, seed=cfg.seed)
-
-
-def resolve_device(device: str, local_rank: int, local_world_size: int) -> tuple[str, torch.device, str | None]:
-    """(backend, device, note): nccl + cuda:local_rank when each local rank has a GPU, else gloo + cpu."""
-    if device not in ("auto", "cpu", "cuda"):
-        raise DistributedError(f"device must be auto, cpu or cuda, got '{device}'")
-    if device != "cpu" and torch.cuda.is_available():
-        count = torch.cuda.device_count()
-        if count >= local_world_size:
-            return "nccl", torch.device("cuda", local_rank), None
-        note = f"{local_world_size} processes but {count} GPU(s) on this node (nccl needs one per process): CPU used"
-        return "gloo", torch.device("cpu"), note
-    note = "no CUDA device available: fell back to CPU (gloo)" if device == "cuda" else None
-    return "gloo", torch.device("cpu"), note
+# -- setup ----------------------------------------------------------------------------------------------------------
+def backend_for(device: str, local_rank: int, local_world_size: int) -> tuple[str, torch.device, str | None]:
+    """(backend, device, note) of one rank: nccl on ``cuda:local_rank`` when :func:`resolve_device` gives a GPU,
+    else gloo on the CPU; the note says why ``auto`` stayed on the CPU although CUDA is present."""
+    try:
+        dev = resolve_device(device, local_rank, local_world_size)
+    except ValueError as err:
+        raise DistributedError(str(err)) from None
+    if dev.type == "cuda":
+        return "nccl", torch.device("cuda", local_rank), None
+    note = None
+    if device == "auto" and torch.cuda.is_available():
+        note = (f"{local_world_size} processes but {torch.cuda.device_count()} GPU(s) on this node (nccl needs one "
+                "per process): CPU used")
+    return "gloo", dev, note
 
 
 def free_port() -> int:
@@ -128,10 +101,10 @@ def check_out_dir(out: Path, force: bool) -> None:
 
 def _clear_out_dir(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    if (out / "store").is_dir():
-        remove_store(out / "store")
-    for name in OUT_FILES:
+    for name in OUT_FILES:                       # the manifest first: a half-replaced run is never a trained run
         (out / name).unlink(missing_ok=True)
+    if (out / STORE_DIR).is_dir():
+        remove_store(out / STORE_DIR)
 
 
 # -- collectives --------------------------------------------------------------------------------------------------
@@ -179,31 +152,18 @@ class EpochWeightsCheck:
 
 
 # -- one rank -----------------------------------------------------------------------------------------------------
-def resolve_layout(layout: str, model, sgd, curvature: str) -> str:
-    """The unlearner's rule (:func:`unlearn_audit.hfocu.unlearner.resolve_layout`), with this module's error type."""
-    from unlearn_audit.hfocu.unlearner import resolve_layout as _resolve
-
-    try:
-        return _resolve(layout, model, sgd, curvature)
-    except ValueError as err:
-        raise DistributedError(str(err)) from None
-
-
 def precompute_rank(cfg, out, *, store_dtype: str = "float32", chunk_rows: int | None = None, force: bool = False,
                     layout: str = "auto", recursion_chunk: int | None = None, device_note: str | None = None,
                     log=None) -> dict:
     """The work of one rank, inside an initialised process group (gloo: CPU; nccl: the current CUDA device).
 
-    ``layout``: ``time_outer`` advances this rank's approximators during the training replay
-    (:class:`~unlearn_audit.hfocu.recursion.ApproximatorRecursion` with ``tracked_positions`` = the shard);
-    ``chunk_outer`` (softmax) records the small trajectory during the replay, then runs the shard's records through
-    it chunk by chunk (:func:`~unlearn_audit.hfocu.chunked.softmax_chunk_outer`); ``auto`` picks as the unlearner
-    does. ``recursion_chunk``: vectors per batched HVP (default 256 time-outer, 64 chunk-outer).
-    Returns rank 0's ``precompute.json`` contents on rank 0 and the rank's own summary elsewhere."""
-    from unlearn_audit.hfocu.chunked import SoftmaxTrajectory, softmax_chunk_outer
-    from unlearn_audit.hfocu.curvature import make_curvature
-    from unlearn_audit.hfocu.recursion import ApproximatorRecursion
-    from unlearn_audit.models import build_model
+    ``layout``: as the unlearner's (:func:`~unlearn_audit.hfocu.layouts.make_layout`; ``auto`` picks the same way),
+    with this rank's shard as the tracked records. ``recursion_chunk``: vectors per batched HVP (default 256
+    time-outer, 64 chunk-outer). Returns rank 0's ``precompute.json`` contents on rank 0 and the rank's own summary
+    elsewhere."""
+    from unlearn_audit.hfocu.constants import TrajectoryProbe, run_constants
+    from unlearn_audit.hfocu.layouts import make_layout
+    from unlearn_audit.inputs import build_inputs
     from unlearn_audit.models.functional import weights_hash
     from unlearn_audit.training import Schedule, train_sgd
 
@@ -213,24 +173,27 @@ def precompute_rank(cfg, out, *, store_dtype: str = "float32", chunk_rows: int |
     if dist.get_backend() == "nccl":
         dev = torch.device("cuda", torch.cuda.current_device())
     say = (lambda msg: log(f"[rank 0] {msg}")) if (log and rank == 0) else None
+    uc = cfg.unlearning
 
-    # Inputs: every rank loads the data itself; they must agree before any work is done.
+    # Inputs: every rank builds them itself; they must agree before any work is done.
     err = None
     try:
-        data = load_training_data(cfg)
-        sgd = sgd_config(cfg)
-        n = len(data.x)
+        inp = build_inputs(cfg)
+        model, sgd, n = inp.model, inp.sgd, len(inp.x)
         if world > n:
             raise DistributedError(f"{world} processes for {n} training records: use at most {n}")
-        model = build_model(cfg.model.kind, data.feature_shape, data.n_classes, seed=cfg.seed,
-                            hidden=cfg.model.hidden)
         schedule = Schedule.make(n, sgd.epochs, sgd.batch_size, sgd.lr, sgd.decay, sgd.seed)
         w0 = model.initial_weights(torch.float32)
-        layout = resolve_layout(layout, model, sgd, cfg.unlearning.curvature)
+        bounds = split_rows(n, world)
+        lo, hi = bounds[rank]
+        strategy = make_layout(layout, model, sgd, n, np.arange(lo, hi, dtype=np.int64), curvature=uc.curvature,
+                               order=uc.order, dtype=torch.float32, chunk_size=recursion_chunk, device=dev)
+    except (ValueError, StoreError) as e:                                # reported on every rank
+        err = str(e)
     except Exception as e:                                               # noqa: BLE001 (reported on every rank)
         err = f"{type(e).__name__}: {e}"
     agree(err, "loading the data and model")
-    check_same(data.digest, "training data digests")
+    check_same(inp.data_digest, "training data digests")
     check_same(schedule.digest(), "schedule digests")
     check_same(weights_hash(w0), "initial weights")
     check_same(cfg.digest(), "configs")
@@ -244,57 +207,39 @@ def precompute_rank(cfg, out, *, store_dtype: str = "float32", chunk_rows: int |
             err = str(e)
     agree(err, "preparing the output folder")
 
-    # Training replay with this rank's shard of approximators.
-    bounds = split_rows(n, world)
-    lo, hi = bounds[rank]
-    shard = np.arange(lo, hi, dtype=np.int64)
-    steps_per_epoch = -(-n // sgd.batch_size)
-    check = EpochWeightsCheck(steps_per_epoch, say)
-    if layout == "time_outer":
-        rec = ApproximatorRecursion(model, sgd, n, shard, curvature=cfg.unlearning.curvature,
-                                    order=cfg.unlearning.order, chunk_size=recursion_chunk or 256, device=dev)
-        hooks, curvature_name = [rec, check], rec.curvature_name
-    else:
-        traj = SoftmaxTrajectory()
-        hooks = [traj, check]
-        curvature_name = make_curvature(model, sgd.lam, cfg.unlearning.curvature).name
-    x_dev, y_dev = data.x.to(dev), data.y.to(dev)
+    # Training replay with this rank's shard of approximators (rank 0 also probes the trajectory for the measured
+    # certificate constants of models without analytic ones).
+    check = EpochWeightsCheck(-(-n // sgd.batch_size), say)
+    probe = TrajectoryProbe.for_run(n, sgd) if (rank == 0 and model.kind != "softmax") else None
+    hooks = ([probe] if probe else []) + strategy.hooks() + [check]
+    x_dev, y_dev = inp.x.to(dev), inp.y.to(dev)
     try:                                   # torch.func's first call imports torch._dynamo (seconds): not training
         importlib.import_module("torch._dynamo")
     except ImportError:                                                                 # pragma: no cover
         pass
     t0, cpu0 = time.perf_counter(), time.process_time()
-    result = train_sgd(model, x_dev, y_dev, sgd, schedule=schedule, w0=w0.to(dev), hooks=hooks,
-                       dtype=torch.float32)
+    result = train_sgd(model, x_dev, y_dev, sgd, schedule=schedule, w0=w0.to(dev), hooks=hooks, dtype=torch.float32)
     replay_seconds = time.perf_counter() - t0
-    if layout == "time_outer":
-        A, hvps = rec.approximators, int(rec.hvp_count)
-    else:
-        A, hvps = softmax_chunk_outer(x_dev, y_dev, model.n_classes, sgd.lam, traj, shard,
-                                      chunk_size=recursion_chunk or 64, dtype=torch.float32,
-                                      order=cfg.unlearning.order)
-        del traj
-    train_seconds, train_cpu = time.perf_counter() - t0, time.process_time() - cpu0
     w_T = result.weights.detach().cpu()
     model_hash = weights_hash(w_T)
     check_same(model_hash, "final weights w_T")
 
-    # Each rank writes its own shard; rank 0 then writes the manifest.
-    t1 = time.perf_counter()
-    err, n_chunks = None, 0
+    # Each rank computes and writes its own shard; rank 0 then ties the store together and completes the run.
+    err, n_chunks, hvps = None, 0, 0
     try:
         writer = ApproximatorStore.create(
-            out / "store", n, model.dim, store_dtype, chunk_rows, model_hash, schedule.digest(), data.ids.tolist(),
+            out / STORE_DIR, n, model.dim, store_dtype, chunk_rows, model_hash, schedule.digest(), inp.ids.tolist(),
             shards=bounds, shard_index=rank, overwrite=True,
-            extra={"curvature": curvature_name, "order": cfg.unlearning.order, "layout": layout,
-                   "model": model.describe(), "data_digest": data.digest, "world_size": world})
-        for start in range(0, hi - lo, writer.chunk_rows):
-            writer.write_rows(lo + start, A[start:start + writer.chunk_rows])
+            extra={"curvature": strategy.curvature_name, "order": uc.order, "layout": strategy.name,
+                   "model": model.describe(), "data_digest": inp.data_digest, "world_size": world})
+        _, hvps = strategy.finish(x_dev, y_dev, sink=lambda rows, block: writer.write_at(lo + rows, block))
+        train_seconds, train_cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        t1 = time.perf_counter()
         writer.finalise()
         n_chunks = len(writer.chunks)
-    except (StoreError, OSError) as e:
+    except (StoreError, OSError, ValueError) as e:
         err = str(e)
-    agree(err, "writing the store shards")
+    agree(err, "computing and writing the store shards")
     write_seconds = time.perf_counter() - t1
     summary = {"rank": rank, "rows": [lo, hi], "device": str(dev), "backend": dist.get_backend(),
                "threads": torch.get_num_threads(), "train_seconds": train_seconds, "train_cpu_seconds": train_cpu,
@@ -304,21 +249,26 @@ def precompute_rank(cfg, out, *, store_dtype: str = "float32", chunk_rows: int |
     err, info = None, None
     if rank == 0:
         try:
-            manifest = ApproximatorStore.assemble(out / "store", ids=data.ids.tolist())
-            np.save(out / "weights.npy", w_T.numpy().astype(np.float32), allow_pickle=False)
-            np.savez(out / "schedule.npz", **schedule.to_npz_dict())
+            manifest = ApproximatorStore.assemble(out / STORE_DIR, ids=inp.ids.tolist())
+            weights = w_T.numpy().astype(np.float32)
+            constants = run_constants(model, sgd, uc.curvature, inp.x, inp.y, result, probe)
+            spec = trained_run_spec(model, sgd, mode="all", curvature=uc.curvature, order=uc.order,
+                                    train_dtype=str(torch.float32), constants=constants, weights=weights,
+                                    schedule=schedule)
+            run = finish_trained_run(out, weights, inp.ids, schedule, spec)
             info = {"n": n, "d": model.dim, "world_size": world, "backend": dist.get_backend(),
-                    "store": str(out / "store"), "store_dtype": store_dtype, "model_hash": model_hash,
-                    "schedule_digest": schedule.digest(), "data_digest": data.digest, "config": cfg.model_dump(
-                        mode="json"), "config_digest": cfg.digest(), "curvature": curvature_name, "layout": layout,
+                    "store": str(out / STORE_DIR), "store_dtype": store_dtype, "model_hash": model_hash,
+                    "run_digest": run.digest, "schedule_digest": schedule.digest(), "data_digest": inp.data_digest,
+                    "config": cfg.model_dump(mode="json"), "config_digest": cfg.digest(),
+                    "curvature": strategy.curvature_name, "layout": strategy.name,
                     "quantisation": manifest["quantisation"], "store_bytes": n * manifest["d"] * (
                         4 if store_dtype == "float32" else 2),
                     "wall_seconds": max(r["train_seconds"] + r["write_seconds"] for r in ranks), "ranks": ranks,
                     "device_note": device_note}
             (out / "precompute.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
-        except (StoreError, OSError) as e:
+        except (StoreError, OSError, TrainedRunError, ValueError) as e:
             err = str(e)
-    agree(err, "writing the manifest")
+    agree(err, "writing the trained run")
     return info if rank == 0 else summary
 
 
@@ -328,7 +278,7 @@ def _known_errors():
     from unlearn_audit.data import DataError
     from unlearn_audit.models import ModelError
 
-    return (DistributedError, StoreError, ConfigError, DataError, ModelError)
+    return (DistributedError, StoreError, ConfigError, DataError, ModelError, TrainedRunError)
 
 
 def _exit_with_parent(parent_pid: int) -> None:
@@ -352,7 +302,7 @@ def _worker(local_rank: int, cfg_data: dict, out: str, world: int, port: int, op
     torch.set_num_threads(threads)
     device = options.pop("device")
     try:
-        backend, dev, note = resolve_device(device, local_rank, world)
+        backend, dev, note = backend_for(device, local_rank, world)
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
         dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=local_rank, world_size=world,
@@ -376,6 +326,15 @@ def _stderr_log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def _check_options(device: str, store_dtype: str, layout: str) -> None:
+    if device not in ("auto", "cpu", "cuda"):
+        raise DistributedError(f"device must be auto, cpu or cuda, got '{device}'")
+    if store_dtype not in ("float32", "bfloat16"):
+        raise DistributedError(f"store dtype must be float32 or bfloat16, got '{store_dtype}'")
+    if layout not in ("auto", "time_outer", "chunk_outer"):
+        raise DistributedError(f"layout must be auto, time_outer or chunk_outer, got '{layout}'")
+
+
 def run_precompute(cfg, out, *, nproc: int = 1, device: str = "auto", store_dtype: str = "float32",
                    chunk_rows: int | None = None, force: bool = False, threads: int | None = None,
                    layout: str = "auto", recursion_chunk: int | None = None, timeout: float = 1800.0,
@@ -389,12 +348,7 @@ def run_precompute(cfg, out, *, nproc: int = 1, device: str = "auto", store_dtyp
 
     if int(nproc) < 1:
         raise DistributedError(f"--nproc must be >= 1, got {nproc}")
-    if device not in ("auto", "cpu", "cuda"):
-        raise DistributedError(f"device must be auto, cpu or cuda, got '{device}'")
-    if store_dtype not in ("float32", "bfloat16"):
-        raise DistributedError(f"store dtype must be float32 or bfloat16, got '{store_dtype}'")
-    if layout not in ("auto", "time_outer", "chunk_outer"):
-        raise DistributedError(f"layout must be auto, time_outer or chunk_outer, got '{layout}'")
+    _check_options(device, store_dtype, layout)
     if start_method not in ("spawn", "fork", "forkserver"):
         raise DistributedError(f"start_method must be spawn, fork or forkserver, got '{start_method}'")
     if start_method == "fork" and (device == "cuda" or torch.cuda.is_initialized()):
@@ -432,57 +386,30 @@ def run_precompute(cfg, out, *, nproc: int = 1, device: str = "auto", store_dtyp
     return ok[0]
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m unlearn_audit.deletion.precompute``: one rank under torchrun (RANK, WORLD_SIZE,
-    MASTER_ADDR/PORT in the environment), or the local launcher with ``--nproc`` otherwise."""
-    from unlearn_audit.config import load_config
-
-    ap = argparse.ArgumentParser(prog="python -m unlearn_audit.deletion.precompute",
-                                 description="Sharded HF-OCU approximator precompute (see the module docstring).")
-    ap.add_argument("--config", required=True, help="audit TOML config (data, model, training sections)")
-    ap.add_argument("--out", required=True, help="output folder (empty unless --force)")
-    ap.add_argument("--nproc", type=int, default=1, help="local worker processes (ignored under torchrun)")
-    ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    ap.add_argument("--store-dtype", choices=["float32", "bfloat16"], default="float32")
-    ap.add_argument("--chunk-rows", type=int, default=None)
-    ap.add_argument("--layout", choices=["auto", "time_outer", "chunk_outer"], default="auto")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads per process")
-    ap.add_argument("--force", action="store_true")
-    ap.add_argument("--verbose", action="store_true")
-    args = ap.parse_args(argv)
+def precompute(cfg, out, *, nproc: int = 1, device: str = "auto", store_dtype: str = "float32",
+               chunk_rows: int | None = None, force: bool = False, threads: int | None = None, layout: str = "auto",
+               verbose: bool = False, start_method: str = "spawn") -> dict | None:
+    """The ``precompute`` command's library side. Under torchrun (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR/PORT`` in
+    the environment) this process is one rank and joins the group from the environment (``nproc`` is ignored);
+    otherwise :func:`run_precompute` starts ``nproc`` local workers. Returns ``precompute.json``'s contents on rank 0
+    (the launcher), None on the other ranks."""
+    if "RANK" not in os.environ:
+        return run_precompute(cfg, out, nproc=nproc, device=device, store_dtype=store_dtype, chunk_rows=chunk_rows,
+                              force=force, threads=threads, layout=layout, verbose=verbose, start_method=start_method)
+    _check_options(device, store_dtype, layout)
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) // local_world))
+    backend, dev, note = backend_for(device, local_rank, local_world)
+    if note and rank == 0:
+        _stderr_log(f"note: {note}")
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    dist.init_process_group(backend, init_method="env://")
     try:
-        cfg = load_config(args.config)
-        if "RANK" not in os.environ:
-            info = run_precompute(cfg, args.out, nproc=args.nproc, device=args.device, store_dtype=args.store_dtype,
-                                  chunk_rows=args.chunk_rows, force=args.force, threads=args.threads,
-                                  layout=args.layout, verbose=args.verbose)
-            print(f"precompute: n={info['n']} d={info['d']} on {info['world_size']} process(es) ({info['backend']}) "
-                  f"in {info['wall_seconds']:.2f} s; store {info['store']}")
-            return 0
-        rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-        local_rank = int(os.environ.get("LOCAL_RANK", rank))
-        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
-        torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // local_world))
-        backend, dev, note = resolve_device(args.device, local_rank, local_world)
-        if note and rank == 0:
-            _stderr_log(f"note: {note}")
-        if dev.type == "cuda":
-            torch.cuda.set_device(dev)
-        dist.init_process_group(backend, init_method="env://")
-        try:
-            info = precompute_rank(cfg, args.out, store_dtype=args.store_dtype, chunk_rows=args.chunk_rows,
-                                   force=args.force, layout=args.layout, device_note=note,
-                                   log=_stderr_log if args.verbose else None)
-        finally:
-            dist.destroy_process_group()
-        if rank == 0:
-            print(f"precompute: n={info['n']} d={info['d']} on {world} process(es) ({backend}) in "
-                  f"{info['wall_seconds']:.2f} s; store {info['store']}")
-        return 0
-    except _known_errors() as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        info = precompute_rank(cfg, out, store_dtype=store_dtype, chunk_rows=chunk_rows, force=force, layout=layout,
+                               device_note=note, log=_stderr_log if verbose else None)
+    finally:
+        dist.destroy_process_group()
+    return info if rank == 0 else None

@@ -1,12 +1,17 @@
 """A trained run on disk: what online deletion needs from a finished training, and nothing else (DESIGN §2.3, §8).
 
-The base weights w_T, the approximators a_u (float32), the tracked training positions, the record ids, the batch
-schedule, a JSON spec (model, SGD settings, the certificate constants) and a manifest with the SHA-256 of every file.
-No pickle anywhere (``np.load(allow_pickle=False)``). ``save_trained_run`` / ``load_trained_run`` are the only two
-functions that know the format.
+The base weights w_T, the approximators a_u in the one approximator store format (:mod:`unlearn_audit.hfocu.store`:
+memory-mapped chunks, each with its SHA-256, the model hash and schedule digest in its manifest), the record ids, the
+batch schedule, a JSON spec (model, SGD settings, the certificate constants) and a manifest with the SHA-256 of every
+file. No pickle anywhere (``np.load(allow_pickle=False)``). Written by the audit (``save_trained_run``) and by the
+sharded precompute (``finish_trained_run`` around the store its processes wrote); read by ``load_trained_run``.
 
-    run_dir/trained_run/  manifest.json  spec.json  weights.npy  approximators.npy  tracked_positions.npy
-                          record_ids.npy  schedule.npz
+    trained_run/  manifest.json  spec.json  weights.npy  record_ids.npy  schedule.npz
+                  store/  manifest.json  ids.json  positions.npy  shard-00000/chunk-000000.npy ...
+
+The store's rows are the tracked training positions (all of them for mode ``all``, the declared candidates for
+``candidates``); ``record_ids.npy`` holds the id of every training position, so an id without an approximator is told
+apart from an unknown one.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import json
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Union
 
 import numpy as np
 
@@ -24,15 +30,38 @@ from unlearn_audit.certify import (CertificateConstants, CertificationError, Sen
                                    certificate_from_constants, constants_from_dict)
 from unlearn_audit.common import array_sha256, atomic_write, file_sha256, fsync_path, json_digest
 from unlearn_audit.deletion.errors import DurableError, TrainedRunError
+from unlearn_audit.hfocu.store import ApproximatorStore, StoreError
+from unlearn_audit.models import FunctionalModel
+from unlearn_audit.training import SGDConfig
 from unlearn_audit.training.schedule import Schedule
 
-__all__ = ["TRAINED_RUN_DIR", "TrainedRun", "TrainedRunError", "find_trained_run", "load_trained_run",
-           "save_trained_run"]
+__all__ = ["STORE_DIR", "TRAINED_RUN_DIR", "TrainedRun", "TrainedRunError", "find_trained_run", "finish_trained_run",
+           "load_trained_run", "save_trained_run", "trained_run_spec"]
 
 FORMAT = "unlearn-audit/trained-run"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 TRAINED_RUN_DIR = "trained_run"
-_FILES = ("weights.npy", "approximators.npy", "tracked_positions.npy", "record_ids.npy", "schedule.npz", "spec.json")
+STORE_DIR = "store"
+_FILES = ("weights.npy", "record_ids.npy", "schedule.npz", "spec.json", f"{STORE_DIR}/manifest.json")
+_BLOCK = 4096                                    # rows per block when a whole store is read or copied
+
+Approximators = Union[np.ndarray, ApproximatorStore]
+
+
+def trained_run_spec(model: FunctionalModel, sgd: SGDConfig, *, mode: str, curvature: str, order: str,
+                     train_dtype: str, constants: CertificateConstants, weights: np.ndarray,
+                     schedule: Schedule) -> dict:
+    """The spec of a trained run (JSON): how to rebuild the model, the SGD settings, the HF-OCU settings, the
+    certificate constants, and the hashes tying it to its weights and schedule."""
+    return {
+        "model": {"kind": model.kind, "input_shape": list(model.input_shape), "n_classes": int(model.n_classes),
+                  "dim": int(model.dim), "hidden": model.options.get("hidden")},
+        "sgd": dataclasses.asdict(sgd),
+        "hfocu": {"mode": mode, "curvature": curvature, "order": order, "train_dtype": train_dtype},
+        "certificate": constants.to_dict(),
+        "weights_hash": array_sha256(weights),
+        "schedule_digest": schedule.digest(),
+    }
 
 
 class TrainedRun:
@@ -40,25 +69,34 @@ class TrainedRun:
 
     Args:
         weights: w_T, shape (d,), float32 or float64.
-        approximators: (m, d) float32; row r is a_u for the training position ``tracked_positions[r]``.
+        approximators: the (m, d) approximators, row r for the training position ``tracked_positions[r]``: a
+            float32 array (a run in memory) or an :class:`~unlearn_audit.hfocu.store.ApproximatorStore` whose rows
+            and ids are exactly those (a run on disk).
         tracked_positions: (m,) int64, unique, in [0, n).
         record_ids: (n,) record ids (str), unique, one per training position.
         schedule: the recorded batch schedule (n_train = n).
-        spec: JSON-ready dict: ``model``, ``sgd``, ``hfocu`` and ``certificate`` (the certificate constants,
-            :func:`~unlearn_audit.certify.constants_from_dict` reads them).
-        digest: the run digest (from the manifest); computed by ``save_trained_run``.
+        spec: JSON-ready dict (:func:`trained_run_spec`): ``model``, ``sgd``, ``hfocu`` and ``certificate`` (the
+            certificate constants, :func:`~unlearn_audit.certify.constants_from_dict` reads them).
+        digest: the run digest (from the manifest); computed when first asked for otherwise.
     """
 
-    def __init__(self, weights, approximators, tracked_positions, record_ids, schedule: Schedule, spec: dict,
-                 digest: str | None = None):
+    def __init__(self, weights, approximators: Approximators, tracked_positions, record_ids, schedule: Schedule,
+                 spec: dict, digest: str | None = None):
         w = np.asarray(weights)
-        a = approximators if isinstance(approximators, np.ndarray) else np.asarray(approximators)
         tracked = np.asarray(tracked_positions)
         ids = np.asarray(record_ids)
         if w.ndim != 1 or w.dtype not in (np.float32, np.float64) or not np.all(np.isfinite(w)):
             raise TrainedRunError(f"weights must be a finite float32/float64 vector, got shape {w.shape} {w.dtype}")
-        if a.ndim != 2 or a.shape[1] != w.shape[0] or a.dtype != np.float32:
-            raise TrainedRunError(f"approximators must be float32 of shape (m, {w.shape[0]}), got {a.shape} {a.dtype}")
+        if isinstance(approximators, ApproximatorStore):
+            a = approximators
+            if a.d != w.shape[0]:
+                raise TrainedRunError(f"the approximator store has d={a.d}, the weights have {w.shape[0]} entries")
+        else:
+            a = np.asarray(approximators)
+            if a.ndim != 2 or a.shape[1] != w.shape[0] or a.dtype != np.float32:
+                raise TrainedRunError(f"approximators must be float32 of shape (m, {w.shape[0]}), got {a.shape} "
+                                      f"{a.dtype}")
+        m = a.n if isinstance(a, ApproximatorStore) else a.shape[0]
         if ids.ndim != 1 or ids.dtype.kind != "U":
             raise TrainedRunError("record ids must be a 1-D array of str")
         n = len(ids)
@@ -66,10 +104,14 @@ class TrainedRun:
             raise TrainedRunError("record ids are not unique")
         if schedule.n_train != n:
             raise TrainedRunError(f"schedule is for {schedule.n_train} records, the run has {n} record ids")
-        if tracked.ndim != 1 or not np.issubdtype(tracked.dtype, np.integer) or len(tracked) != a.shape[0]:
+        if tracked.ndim != 1 or not np.issubdtype(tracked.dtype, np.integer) or len(tracked) != m:
             raise TrainedRunError("tracked positions must be integers, one per approximator row")
         if len(tracked) and (tracked.min() < 0 or tracked.max() >= n or len(np.unique(tracked)) != len(tracked)):
             raise TrainedRunError("tracked positions must be unique training positions")
+        if isinstance(a, ApproximatorStore) and (not np.array_equal(a.positions, tracked)
+                                                 or a.ids != [str(r) for r in ids[tracked]]):
+            raise TrainedRunError("the approximator store's rows are not the run's tracked records (ids or "
+                                  "positions differ)")
         for key in ("model", "sgd", "certificate"):
             if not isinstance(spec.get(key), dict):
                 raise TrainedRunError(f"spec.{key} is missing")
@@ -89,6 +131,24 @@ class TrainedRun:
         self.row_of[self.tracked_positions] = np.arange(len(tracked), dtype=np.int64)
 
     @property
+    def n_approximators(self) -> int:
+        return len(self.tracked_positions)
+
+    def approximator_rows(self, rows) -> np.ndarray:
+        """Approximators of the given rows, (k, d) float32, in the order given (a store reads only their chunks)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if isinstance(self.approximators, ApproximatorStore):
+            try:
+                return self.approximators.rows(rows).numpy()
+            except StoreError as err:
+                raise TrainedRunError(str(err)) from None
+        return np.asarray(self.approximators[rows])
+
+    def _blocks(self):
+        for start in range(0, self.n_approximators, _BLOCK):
+            yield start, self.approximator_rows(np.arange(start, min(start + _BLOCK, self.n_approximators)))
+
+    @property
     def digest(self) -> str:
         """Content digest of the run (weights, approximators, tracked positions, ids, schedule, spec): the same for a
         run in memory and its saved copy; the ledger is tied to it."""
@@ -101,10 +161,9 @@ class TrainedRun:
         for name, arr in (("weights", self.weights), ("tracked", self.tracked_positions)):
             h.update(f"{name}:{arr.dtype.str}:{arr.shape}".encode())
             h.update(np.ascontiguousarray(arr).tobytes())
-        a = self.approximators
-        h.update(f"approximators:{a.dtype.str}:{a.shape}".encode())
-        for start in range(0, a.shape[0], 4096):
-            h.update(np.ascontiguousarray(a[start:start + 4096]).tobytes())
+        h.update(f"approximators:<f4:{(self.n_approximators, self.dim)}".encode())
+        for _, block in self._blocks():
+            h.update(np.ascontiguousarray(block, dtype=np.float32).tobytes())
         h.update(json.dumps([str(r) for r in self.record_ids]).encode())
         h.update(self.schedule.digest().encode())
         h.update(json.dumps(self.spec, sort_keys=True).encode())
@@ -127,29 +186,20 @@ class TrainedRun:
     @classmethod
     def from_unlearner(cls, unlearner) -> "TrainedRun":
         """Capture a fitted :class:`~unlearn_audit.hfocu.HFOCUUnlearner` (any time after ``fit``: its base weights
-        w_T and approximators are not changed by ``delete``)."""
+        w_T and approximators are not changed by ``delete``). A store-backed unlearner's store is used as it is."""
         u = unlearner
-        if not hasattr(u, "recursion_"):
+        if not hasattr(u, "layout_"):
             raise TrainedRunError("the unlearner is not fitted: call fit() first")
-        if u.mode == "replay" or getattr(u, "layout_", None) == "replay":
+        if u.layout_ == "replay":
             raise TrainedRunError("mode 'replay' keeps no approximators: a trained run for online deletion needs "
                                   "mode 'all' or 'candidates'")
-        model, sgd, rec = u.model, u.sgd, u.recursion_
         weights = u.weights_.detach().cpu().numpy().copy()
-        if u.store_ is not None:
-            approx = u.store_.rows(np.arange(len(rec.tracked_positions))).numpy()
-        else:
-            approx = rec.approximators.detach().cpu().numpy().astype(np.float32, copy=True)
-        spec = {
-            "model": {"kind": model.kind, "input_shape": list(model.input_shape), "n_classes": int(model.n_classes),
-                      "dim": int(model.dim), "hidden": model.options.get("hidden")},
-            "sgd": dataclasses.asdict(sgd),
-            "hfocu": {"mode": u.mode, "curvature": u.curvature, "order": u.order, "train_dtype": str(u.dtype)},
-            "certificate": u.certificate_constants().to_dict(),
-            "weights_hash": array_sha256(weights),
-            "schedule_digest": u.schedule_.digest(),
-        }
-        return cls(weights, approx, rec.tracked_positions, np.asarray(u.ids_).astype(str), u.schedule_, spec)
+        approx = u.store_ if u.store_ is not None else \
+            u.approximators_.detach().cpu().numpy().astype(np.float32, copy=True)
+        spec = trained_run_spec(u.model, u.sgd, mode=u.mode, curvature=u.curvature, order=u.order,
+                                train_dtype=str(u.dtype), constants=u.certificate_constants(), weights=weights,
+                                schedule=u.schedule_)
+        return cls(weights, approx, u.tracked_positions_, np.asarray(u.ids_).astype(str), u.schedule_, spec)
 
     # -- lookups -----------------------------------------------------------------------------------------------------
     def positions(self, record_ids) -> np.ndarray:
@@ -166,9 +216,9 @@ class TrainedRun:
         return out
 
     def approximator_sum(self, positions) -> np.ndarray:
-        """Σ a_u over the given positions, in the given order, in float64 (deterministic: rows added in order)."""
-        rows = self.row_of[np.asarray(positions, dtype=np.int64)]
-        block = np.asarray(self.approximators[rows])
+        """Σ a_u over the given positions, in the given order, in float64 (deterministic: rows added in order, the
+        same for a run in memory and on disk)."""
+        block = self.approximator_rows(self.row_of[np.asarray(positions, dtype=np.int64)])
         return block.astype(np.float64).sum(axis=0)
 
     def certificate(self, positions) -> SensitivityCertificate:
@@ -179,6 +229,36 @@ class TrainedRun:
 
 # ---------------------------------------------------------------------------------------------------------------------
 # on disk
+def _write_store(folder: Path, run: TrainedRun) -> None:
+    """The run's approximators as a store in ``folder`` (copied block by block from a store: no m x d in memory)."""
+    src = run.approximators
+    dtype = src.dtype if isinstance(src, ApproximatorStore) else "float32"
+    writer = ApproximatorStore.create(folder, run.n_approximators, run.dim, dtype, model_hash=run.spec["weights_hash"],
+                                      schedule_digest=run.spec["schedule_digest"],
+                                      ids=[str(r) for r in run.record_ids[run.tracked_positions]],
+                                      positions=run.tracked_positions,
+                                      extra={"curvature": run.spec.get("hfocu", {}).get("curvature"),
+                                             "order": run.order})
+    for start, block in run._blocks():
+        writer.write_rows(start, block)
+    writer.finalise()
+
+
+def _write_files(folder: Path, run: TrainedRun) -> None:
+    """Everything but the store, then the manifest (the commit point: a folder without it is not a trained run)."""
+    np.save(folder / "weights.npy", run.weights, allow_pickle=False)
+    np.save(folder / "record_ids.npy", run.record_ids.astype(str), allow_pickle=False)
+    np.savez(folder / "schedule.npz", **run.schedule.to_npz_dict())
+    atomic_write(folder / "spec.json", json.dumps(run.spec, indent=2, sort_keys=True, allow_nan=False).encode())
+    for name in _FILES:
+        fsync_path(folder / name)
+    hashes = {name: file_sha256(folder / name) for name in _FILES}
+    manifest = {"format": FORMAT, "version": FORMAT_VERSION, "files": hashes, "run_digest": run.digest,
+                "files_digest": json_digest(hashes), "weights_hash": run.spec["weights_hash"],
+                "n_train": run.n_train, "dim": run.dim, "n_approximators": run.n_approximators}
+    atomic_write(folder / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True).encode())
+
+
 def save_trained_run(path, unlearner, *, overwrite: bool = False) -> Path:
     """Write a trained run (from a fitted ``HFOCUUnlearner`` or a ``TrainedRun``) to the folder ``path``.
 
@@ -196,20 +276,8 @@ def save_trained_run(path, unlearner, *, overwrite: bool = False) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
     try:
-        np.save(tmp / "weights.npy", run.weights, allow_pickle=False)
-        np.save(tmp / "approximators.npy", np.asarray(run.approximators, dtype=np.float32), allow_pickle=False)
-        np.save(tmp / "tracked_positions.npy", run.tracked_positions.astype(np.int64), allow_pickle=False)
-        np.save(tmp / "record_ids.npy", run.record_ids.astype(str), allow_pickle=False)
-        np.savez(tmp / "schedule.npz", **run.schedule.to_npz_dict())
-        atomic_write(tmp / "spec.json", json.dumps(run.spec, indent=2, sort_keys=True, allow_nan=False).encode())
-        for name in _FILES[:-1]:
-            fsync_path(tmp / name)
-        hashes = {name: file_sha256(tmp / name) for name in _FILES}
-        manifest = {"format": FORMAT, "version": FORMAT_VERSION, "files": hashes, "run_digest": run.digest,
-                    "files_digest": json_digest(hashes),
-                    "weights_hash": run.spec["weights_hash"], "n_train": run.n_train, "dim": run.dim,
-                    "n_approximators": int(run.approximators.shape[0])}
-        atomic_write(tmp / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True).encode())
+        _write_store(tmp / STORE_DIR, run)
+        _write_files(tmp, run)
         tmp.chmod(0o755)
         if path.exists():
             shutil.rmtree(path) if path.is_dir() else path.unlink()
@@ -221,14 +289,30 @@ def save_trained_run(path, unlearner, *, overwrite: bool = False) -> Path:
     return path
 
 
-def load_trained_run(path, *, mmap: bool = True) -> TrainedRun:
-    """Read a trained run written by ``save_trained_run``, checking every file against the manifest's SHA-256.
+def finish_trained_run(folder, weights: np.ndarray, record_ids, schedule: Schedule, spec: dict) -> TrainedRun:
+    """Complete a trained run in ``folder`` whose approximator store ``folder/store`` is already written (the sharded
+    precompute: one shard per process): check the store against the weights and schedule, write the other files
+    and, last, the manifest. Returns the run."""
+    folder = Path(folder)
+    try:
+        store = ApproximatorStore.open(folder / STORE_DIR, expected_model_hash=spec["weights_hash"],
+                                       expected_schedule_digest=spec["schedule_digest"])
+    except StoreError as err:
+        raise TrainedRunError(str(err)) from None
+    run = TrainedRun(weights, store, store.positions, np.asarray(record_ids).astype(str), schedule, spec)
+    _write_files(folder, run)
+    return run
 
-    ``mmap``: memory-map the approximators (read-only) instead of reading them into memory.
+
+def load_trained_run(path, *, verify_chunks: bool = True) -> TrainedRun:
+    """Read a trained run, checking every file against the manifest's SHA-256 and the store against the weights and
+    schedule. ``verify_chunks``: check every store chunk's SHA-256 now (reads the whole store once, so a tampered
+    run is refused before anything else happens); False checks each chunk when it is first read instead (a request
+    then reads only the chunks holding its records: for stores much larger than a request).
 
     Raises:
         TrainedRunError: missing folder or file, malformed manifest/spec/arrays, or a file whose hash does not match
-        (the store was modified or belongs to another model).
+        (the run was modified or belongs to another model).
     """
     path = Path(path)
     mpath = path / "manifest.json"
@@ -242,7 +326,7 @@ def load_trained_run(path, *, mmap: bool = True) -> TrainedRun:
         raise TrainedRunError(f"{mpath}: not a trained-run manifest (format {FORMAT!r} expected)")
     if manifest.get("version") != FORMAT_VERSION:
         raise TrainedRunError(f"{mpath}: format version {manifest.get('version')!r} is not supported "
-                              f"({FORMAT_VERSION})")
+                              f"({FORMAT_VERSION}); write the run again with this version")
     files = manifest.get("files")
     if not isinstance(files, dict) or set(files) != set(_FILES):
         raise TrainedRunError(f"{mpath}: the manifest must list exactly {', '.join(_FILES)}")
@@ -258,8 +342,6 @@ def load_trained_run(path, *, mmap: bool = True) -> TrainedRun:
     try:
         spec = json.loads((path / "spec.json").read_text(encoding="utf-8"))
         weights = np.load(path / "weights.npy", allow_pickle=False)
-        approx = np.load(path / "approximators.npy", allow_pickle=False, mmap_mode="r" if mmap else None)
-        tracked = np.load(path / "tracked_positions.npy", allow_pickle=False)
         ids = np.load(path / "record_ids.npy", allow_pickle=False)
         with np.load(path / "schedule.npz", allow_pickle=False) as z:
             schedule = Schedule.from_npz_dict({k: z[k] for k in z.files})
@@ -268,16 +350,22 @@ def load_trained_run(path, *, mmap: bool = True) -> TrainedRun:
             from None
     if not isinstance(spec, dict):
         raise TrainedRunError(f"{path}/spec.json: not a JSON object")
-    run = TrainedRun(weights, approx, tracked, ids, schedule, spec, digest=manifest["run_digest"])
-    if spec.get("weights_hash") != array_sha256(run.weights) or manifest.get("weights_hash") != spec["weights_hash"]:
+    if spec.get("weights_hash") != array_sha256(weights) or manifest.get("weights_hash") != spec["weights_hash"]:
         raise TrainedRunError(f"{path}: weights do not match the recorded weights hash")
     if spec.get("schedule_digest") != schedule.digest():
         raise TrainedRunError(f"{path}: schedule does not match the recorded schedule digest")
-    return run
+    try:
+        store = ApproximatorStore.open(path / STORE_DIR, expected_model_hash=spec["weights_hash"],
+                                       expected_schedule_digest=spec["schedule_digest"])
+        if verify_chunks:
+            store.verify_all()
+    except StoreError as err:
+        raise TrainedRunError(str(err)) from None
+    return TrainedRun(weights, store, store.positions, ids, schedule, spec, digest=manifest["run_digest"])
 
 
 def find_trained_run(run_dir) -> Path:
-    """``run_dir/trained_run`` if present, else ``run_dir`` itself (a trained-run folder)."""
+    """``run_dir/trained_run`` if present, else ``run_dir`` itself (a trained-run folder, e.g. a precompute's)."""
     run_dir = Path(run_dir)
     sub = run_dir / TRAINED_RUN_DIR
     return sub if sub.is_dir() else run_dir

@@ -130,9 +130,3 @@ class ApproximatorRecursion:
         else:
             self._inject(info, ctx)
             self._propagate(info, ctx)
-
-    def vectors_for(self, positions: np.ndarray) -> torch.Tensor:
-        rows = self.row_of[np.asarray(positions, dtype=np.int64)]
-        if (rows < 0).any():
-            raise KeyError("some positions have no approximator (not among the candidates)")
-        return self.approximators[torch.as_tensor(rows, device=self.approximators.device)]

@@ -22,7 +22,7 @@ writing bfloat16 the writer measures the error against the float32 input, per ro
 
     w = ApproximatorStore.create("store", n, d, dtype="float32", chunk_rows=1024, model_hash=h,
                                  schedule_digest=s, ids=ids)
-    w.write_rows(0, block); ...; w.finalise()
+    w.write_rows(0, block); w.write_at(rows, block); ...; w.finalise()
     store = ApproximatorStore.open("store", expected_model_hash=h, expected_schedule_digest=s)
     a = store.rows([3, 17]); delta = store.sum_rows(store.rows_of(["digits:17"]))
 """
@@ -194,6 +194,20 @@ class StoreWriter:
             if self._written[k].all():
                 self._finalise_chunk(k)
             pos, k = hi, k + 1
+
+    def write_at(self, rows, array) -> None:
+        """Write ``array[k]`` to global row ``rows[k]`` for every k (any order; contiguous runs are written
+        together). The signature of a layout's sink (:mod:`unlearn_audit.hfocu.layouts`)."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if len(rows) != len(array):
+            raise StoreError(f"write_at: {len(rows)} row numbers for {len(array)} rows")
+        order = np.argsort(rows, kind="stable")
+        r = rows[order]
+        breaks = np.flatnonzero(np.diff(r) != 1) + 1
+        idx = torch.as_tensor(order) if isinstance(array, torch.Tensor) else order
+        block = array[idx]
+        for lo, hi in zip(np.r_[0, breaks], np.r_[breaks, len(r)]):
+            self.write_rows(int(r[lo]), block[lo:hi])
 
     def _record_error(self, a: np.ndarray, back: np.ndarray) -> None:
         a64, err = a.astype(np.float64), np.abs(back.astype(np.float64) - a.astype(np.float64))
@@ -533,36 +547,3 @@ def _read_json(path: Path):
 def _write_ids(path: Path, ids: list[str], positions: np.ndarray) -> None:
     atomic_write_text(path / "ids.json", json.dumps(ids))
     atomic_save_npy(path / "positions.npy", np.ascontiguousarray(positions, dtype=np.int64))
-
-
-def export_recursion(recursion, path, *, train_ids: Sequence[str], model_hash: str, schedule_digest: str,
-                     dtype: str = "float32", chunk_rows: int | None = None, overwrite: bool = False,
-                     extra: dict | None = None) -> dict:
-    """Write the in-memory approximators of an :class:`~unlearn_audit.hfocu.recursion.ApproximatorRecursion` to a
-    store. ``train_ids``: the id of every training position (length n_train); the store's rows are the tracked
-    positions, in the recursion's row order. Returns the manifest."""
-    tracked = np.asarray(recursion.tracked_positions, dtype=np.int64)
-    train_ids = np.asarray(train_ids).astype(str)
-    if len(train_ids) != len(recursion.row_of):
-        raise StoreError(f"train_ids: expected {len(recursion.row_of)} ids (one per training position), "
-                         f"got {len(train_ids)}")
-    A = recursion.approximators
-    writer = ApproximatorStore.create(path, len(tracked), A.shape[1], dtype, chunk_rows, model_hash,
-                                      schedule_digest, train_ids[tracked].tolist(), positions=tracked,
-                                      overwrite=overwrite,
-                                      extra={"curvature": recursion.curvature_name, "order": recursion.order,
-                                             **dict(extra or {})})
-    step = writer.chunk_rows
-    for start in range(0, len(tracked), step):
-        writer.write_rows(start, A[start:start + step])
-    return writer.finalise()
-
-
-def export_unlearner(unlearner, path, **kwargs) -> dict:
-    """Export a fitted :class:`~unlearn_audit.hfocu.unlearner.HFOCUUnlearner`'s approximators (base weights w_T and
-    its schedule recorded in the manifest)."""
-    from unlearn_audit.models.functional import weights_hash
-
-    return export_recursion(unlearner.recursion_, path, train_ids=unlearner.ids_,
-                            model_hash=weights_hash(unlearner.weights_), schedule_digest=unlearner.schedule_.digest(),
-                            **kwargs)
