@@ -27,6 +27,7 @@ than the original model alone.
 
 from __future__ import annotations
 
+import abc
 import hashlib
 from typing import Any, Callable, NamedTuple, Sequence
 
@@ -114,7 +115,7 @@ def degradation_metrics(unlearning_scores: Any, original_scores: Any, labels: An
     return float(degcount), float(degrate)
 
 
-class _ShadowTrainedAttack:
+class _ShadowTrainedAttack(abc.ABC):
     """Shared machinery: sklearn pipeline, fingerprints of the training records, the in-sample refusal."""
 
     name = "base"
@@ -131,8 +132,9 @@ class _ShadowTrainedAttack:
         self.n_shadow_pairs_: int = 0
 
     # subclasses: features of one pair / of the scored inputs, and the raw rows to fingerprint
+    @abc.abstractmethod
     def _pair_features(self, pair: ShadowPair) -> tuple[np.ndarray, list[np.ndarray]]:
-        raise NotImplementedError
+        """Features of one shadow pair, and the raw rows to fingerprint."""
 
     def fit(self, shadow_pairs: Sequence[Any]) -> "_ShadowTrainedAttack":
         """Fit on shadow data: a list of ``(p_original, p_unlearned, labels[, ids])``, labels 1 = deleted

@@ -43,7 +43,10 @@ def small_run(tmp_path_factory):
 
 def test_audit_end_to_end(small_run):
     proc, out = small_run
-    assert proc.returncode in (0, 1, 3), proc.stderr
+    # At (epsilon=2, delta=1e-5) the worst-case certificate (Delta ~ 25) gives sigma ~ 50, which swamps the ~0.1
+    # distance between the unlearned and retrained states; both are released with the same noise draw, so every
+    # attack's AUC difference is inside the margin: the verdict is PASS, exit code 0.
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     for name in ("config.toml", "results.json", "report.html"):
         assert (out / name).is_file()
     r = json.loads((out / "results.json").read_text())
@@ -59,8 +62,7 @@ def test_audit_end_to_end(small_run):
         auc = a["auc"]
         assert auc["ci_low"] <= auc["auc"] <= auc["ci_high"]
         assert a["n_members"] == r["forget_set"]["n"] and a["n_nonmembers"] == r["data"]["n_population"]
-    assert r["verdict"]["status"] in ("pass", "fail", "inconclusive")
-    assert proc.returncode == r["verdict"]["exit_code"]
+    assert r["verdict"]["status"] == "pass" and r["verdict"]["exit_code"] == 0
     assert "verdict:" in proc.stdout
     # the resolved config round-trips
     from unlearn_audit.config import load_config

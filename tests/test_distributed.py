@@ -17,8 +17,13 @@ import torch
 from click.testing import CliRunner
 
 from unlearn_audit.config import config_from_dict
-from unlearn_audit.deletion.precompute import DistributedError, EpochWeightsCheck, free_port, precompute_rank, \
-    run_precompute
+from unlearn_audit.deletion.precompute import (
+    DistributedError,
+    EpochWeightsCheck,
+    free_port,
+    precompute_rank,
+    run_precompute,
+)
 from unlearn_audit.hfocu.store import ApproximatorStore
 from unlearn_audit.inputs import build_inputs
 

@@ -9,9 +9,8 @@ import torch
 from unlearn_audit.certify import CertificationError
 from unlearn_audit.hfocu import HFOCUUnlearner, make_curvature
 from unlearn_audit.hfocu.curvature import reference_hvp
-from unlearn_audit.training import resolve_device
 from unlearn_audit.models import build_model
-from unlearn_audit.training import SGDConfig, retrain_without
+from unlearn_audit.training import SGDConfig, resolve_device, retrain_without
 
 
 def rel(a, b):
@@ -106,7 +105,7 @@ def test_clipping_and_projection_are_linearised(digits_train, clip):
     print(f"{clip} clipping + projection: original {d0:.4g}, HF-OCU {d1:.4g}")
     assert d1 * 5 < d0
     un.delete(ids[forget])
-    if clip == "batch":       # the recursion bound covers per-sample clipping only: refused, never certified as unclipped
+    if clip == "batch":   # the recursion bound covers per-sample clipping only: refused, never certified as unclipped
         with pytest.raises(CertificationError, match="batch-gradient clipping"):
             un.certificate()
         with pytest.raises(CertificationError, match="batch-gradient clipping"):

@@ -6,7 +6,6 @@ To add a method: write ``def run_x(ctx) -> MethodOutcome`` and register it in ``
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -250,9 +249,3 @@ def outcome_summary(ctx: AuditContext, out: MethodOutcome) -> dict:
              "seconds_per_request": out.seconds_per_request, "precompute_seconds": out.precompute_seconds,
              "storage_bytes": out.storage_bytes, "certificate": out.certificate, **out.extra}
     return entry
-
-
-def timed(fn, *args, **kwargs):
-    start = time.perf_counter()
-    result = fn(*args, **kwargs)
-    return result, time.perf_counter() - start

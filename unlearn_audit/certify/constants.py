@@ -18,8 +18,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping, Union
 
-from unlearn_audit.certify.bounds import SOURCES, SensitivityCertificate, recursion_certificate, \
-    softmax_regression_constants
+from unlearn_audit.certify.bounds import (
+    SOURCES,
+    SensitivityCertificate,
+    recursion_certificate,
+    softmax_regression_constants,
+)
 from unlearn_audit.certify.errors import CertificationError
 from unlearn_audit.training.schedule import Schedule
 

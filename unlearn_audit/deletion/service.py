@@ -37,8 +37,7 @@ from unlearn_audit.certify import SensitivityCertificate, calibrate, release
 from unlearn_audit.common import array_sha256, atomic_save_npy
 from unlearn_audit.deletion.errors import DurableError
 from unlearn_audit.deletion.ledger import AlreadyApplied, Ledger, LedgerEntry
-from unlearn_audit.deletion.requests import (check_record_ids, check_request_id, default_request_id,
-                                             read_request_file)
+from unlearn_audit.deletion.requests import check_record_ids, check_request_id, default_request_id, read_request_file
 from unlearn_audit.deletion.trained_run import TrainedRun, find_trained_run, load_trained_run
 
 __all__ = ["DurableUnlearner", "ForgetReceipt", "LEDGER_FILE", "RELEASES_DIR", "forget_from_file", "state_hash"]

@@ -26,8 +26,13 @@ from typing import Union
 
 import numpy as np
 
-from unlearn_audit.certify import (CertificateConstants, CertificationError, SensitivityCertificate,
-                                   certificate_from_constants, constants_from_dict)
+from unlearn_audit.certify import (
+    CertificateConstants,
+    CertificationError,
+    SensitivityCertificate,
+    certificate_from_constants,
+    constants_from_dict,
+)
 from unlearn_audit.common import array_sha256, atomic_write, file_sha256, fsync_path, json_digest
 from unlearn_audit.deletion.errors import DurableError, TrainedRunError
 from unlearn_audit.hfocu.store import ApproximatorStore, StoreError

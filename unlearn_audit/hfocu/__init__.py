@@ -6,8 +6,7 @@ run's certificate constants) → unlearner (fit / delete / release). Storage of 
 deletion service live in :mod:`unlearn_audit.deletion`, which builds on this package (never the other way round).
 """
 
-from unlearn_audit.hfocu.curvature import (AutodiffHessian, GaussNewton, SoftmaxClosedForm, make_curvature,
-                                           reference_hvp)
+from unlearn_audit.hfocu.curvature import AutodiffHessian, GaussNewton, SoftmaxClosedForm, make_curvature, reference_hvp
 from unlearn_audit.hfocu.layouts import ChunkOuter, Layout, Replay, TimeOuter, make_layout, resolve_layout
 from unlearn_audit.hfocu.recursion import ApproximatorRecursion
 from unlearn_audit.hfocu.unlearner import DeletionReceipt, HFOCUUnlearner, UnlearningError

@@ -9,8 +9,15 @@ from dataclasses import dataclass, field
 
 import torch
 
-from unlearn_audit.certify import (BATCH_CLIP_REFUSED, CertificateConstants, CertificationError, Constant,
-                                   RecursionConstants, SoftmaxRegressionConstants, power_iteration_rho)
+from unlearn_audit.certify import (
+    BATCH_CLIP_REFUSED,
+    CertificateConstants,
+    CertificationError,
+    Constant,
+    RecursionConstants,
+    SoftmaxRegressionConstants,
+    power_iteration_rho,
+)
 from unlearn_audit.models import FunctionalModel
 from unlearn_audit.training import SGDConfig, StepInfo, TrainResult
 

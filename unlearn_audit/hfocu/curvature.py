@@ -9,6 +9,7 @@ Every operator works in two phases so the batch-dependent work is done once per 
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 
 import torch
@@ -25,7 +26,7 @@ class BatchContext:
     probs: torch.Tensor | None = None  # (b, C) softmax probabilities at w, when the operator needs them
 
 
-class CurvatureOperator:
+class CurvatureOperator(abc.ABC):
     """Base class. ``name`` goes into results so a Gauss-Newton run is never mistaken for the exact Hessian."""
 
     name = "abstract"
@@ -37,8 +38,9 @@ class CurvatureOperator:
     def prepare(self, w: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> BatchContext:
         return BatchContext(w, x, y)
 
+    @abc.abstractmethod
     def apply(self, ctx: BatchContext, V: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """H V for a block of vectors V (k, d) at the batch of ``ctx`` (λ V included)."""
 
     def per_sample_grads(self, ctx: BatchContext) -> torch.Tensor:
         model = self.model

@@ -38,9 +38,10 @@ class ApproximatorRecursion:
         chunk_size: vectors per batched HVP call (bounds peak memory).
     """
 
-    def __init__(self, model: FunctionalModel, cfg: SGDConfig, n_train: int, tracked_positions: np.ndarray | None = None,
-                 *, curvature: str = "exact", order: Order = "propagate_first", dtype: torch.dtype = torch.float32,
-                 chunk_size: int = 256, device: str | torch.device = "cpu"):
+    def __init__(self, model: FunctionalModel, cfg: SGDConfig, n_train: int,
+                 tracked_positions: np.ndarray | None = None, *, curvature: str = "exact",
+                 order: Order = "propagate_first", dtype: torch.dtype = torch.float32, chunk_size: int = 256,
+                 device: str | torch.device = "cpu"):
         if order not in ("propagate_first", "inject_first"):
             raise ValueError(f"order must be 'propagate_first' or 'inject_first', got '{order}'")
         self.model, self.cfg, self.order = model, cfg, order

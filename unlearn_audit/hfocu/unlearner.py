@@ -17,8 +17,13 @@ from typing import Callable, Literal
 import numpy as np
 import torch
 
-from unlearn_audit.certify import CertificateConstants, SensitivityCertificate, calibrate, \
-    certificate_from_constants, release
+from unlearn_audit.certify import (
+    CertificateConstants,
+    SensitivityCertificate,
+    calibrate,
+    certificate_from_constants,
+    release,
+)
 from unlearn_audit.common import check_record_ids
 from unlearn_audit.hfocu.constants import TrajectoryProbe, run_constants
 from unlearn_audit.hfocu.layouts import Layout, Replay, make_layout, resolve_layout

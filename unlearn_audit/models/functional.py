@@ -20,7 +20,8 @@ _BATCH_DEPENDENT = (nn.modules.batchnorm._BatchNorm, nn.Dropout, nn.Dropout1d, n
 def check_per_sample_loss(module: nn.Module) -> None:
     """Refuse layers that make a record's loss depend on the rest of its batch (DESIGN §2.1)."""
     for name, layer in module.named_modules():
-        if isinstance(layer, nn.modules.batchnorm._BatchNorm) and (layer.training or layer.track_running_stats is False):
+        batchnorm = isinstance(layer, nn.modules.batchnorm._BatchNorm)
+        if batchnorm and (layer.training or layer.track_running_stats is False):
             raise ModelError(
                 f"layer '{name}' is BatchNorm in training mode: a record's loss would depend on its batch; "
                 "use GroupNorm or frozen statistics")

@@ -67,10 +67,6 @@ class AUCResult(_Result):
     def ci(self) -> tuple[float, float]:
         return (self.ci_low, self.ci_high)
 
-    @property
-    def confidence(self) -> float:
-        return 1.0 - self.alpha
-
 
 @dataclass(frozen=True)
 class AUCDifferenceResult(_Result):

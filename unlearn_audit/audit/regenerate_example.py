@@ -1,6 +1,6 @@
 """Regenerate ``reports/example/``: the default audit's complete output, kept in the repository.
 
-    python -m unlearn_audit.report.regenerate_example            # from the repository root
+    python -m unlearn_audit.audit.regenerate_example            # from the repository root
 
 It runs exactly what ``unlearn-audit audit --out reports/example --force`` runs (the default configuration, which is
 also ``examples/digits.toml``), with one thread so the numbers match a laptop run, and prints what it wrote.
