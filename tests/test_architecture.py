@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ALLOWED: dict[str, set[str]] = {
     "common": set(),
     "data": {"common"},
-    "config": {"data"},                                   # dataset names are validated against the registry
+    "config": {"data", "common"},                         # dataset names are validated against the registry
     "models": {"common"},
     "training": {"models", "common"},
     "stats": {"common"},

@@ -6,13 +6,14 @@ See ``docs/config.md`` for the reference of every key.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import tomllib
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from unlearn_audit.common import json_digest
 
 
 class ConfigError(ValueError):
@@ -310,7 +311,7 @@ class AuditConfig(_Section):
     baselines: BaselinesConfig = BaselinesConfig()
 
     def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+        return json_digest(self.model_dump(mode="json"))
 
     def to_toml(self) -> str:
         return dump_toml(self.model_dump(mode="json"))

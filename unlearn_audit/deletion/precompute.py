@@ -44,6 +44,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from unlearn_audit.common import atomic_write_text
 from unlearn_audit.deletion.errors import TrainedRunError
 from unlearn_audit.deletion.trained_run import STORE_DIR, finish_trained_run, trained_run_spec
 from unlearn_audit.hfocu.store import ApproximatorStore, StoreError, remove_store, split_rows
@@ -265,7 +266,7 @@ def precompute_rank(cfg, out, *, store_dtype: str = "float32", chunk_rows: int |
                         4 if store_dtype == "float32" else 2),
                     "wall_seconds": max(r["train_seconds"] + r["write_seconds"] for r in ranks), "ranks": ranks,
                     "device_note": device_note}
-            (out / "precompute.json").write_text(json.dumps(info, indent=1), encoding="utf-8")
+            atomic_write_text(out / "precompute.json", json.dumps(info, indent=1))
         except (StoreError, OSError, TrainedRunError, ValueError) as e:
             err = str(e)
     agree(err, "writing the trained run")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 
 import torch
 from torch import nn
 from torch.func import functional_call
+
+from unlearn_audit.common import array_sha256
 
 
 class ModelError(ValueError):
@@ -88,4 +89,4 @@ class FunctionalModel:
 
 def weights_hash(w: torch.Tensor) -> str:
     """SHA-256 of a weight vector's float bytes (ties stores and ledger entries to a model)."""
-    return hashlib.sha256(w.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+    return array_sha256(w.detach().cpu().contiguous().numpy())

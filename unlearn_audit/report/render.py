@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
+from unlearn_audit.common import atomic_write_text
 from unlearn_audit.report import plots
 from unlearn_audit.report.view import build_view, is_num
 
@@ -127,10 +128,7 @@ def write_report(run_dir: Path, results: dict | None = None, *, pdf: bool = True
             raise
         raise ReportError(f"{run_dir / 'results.json'}: cannot render a report from it "
                           f"({type(err).__name__}: {err})") from None
-    out = [run_dir / "report.html"]
-    tmp = run_dir / "report.html.tmp"
-    tmp.write_text(html, encoding="utf-8")
-    tmp.replace(out[0])
+    out = [atomic_write_text(run_dir / "report.html", html)]
     if pdf:
         tmp_pdf = run_dir / "report.pdf.tmp"
         try:
