@@ -132,6 +132,13 @@ def test_default_spawn_launcher(tmp_path):
     ref = unlearner.approximators_.double()
     err = (store.rows(np.arange(60)).double() - ref).norm(dim=1)
     assert bool((err <= 2.0 ** -8 * ref.norm(dim=1)).all())
+    # the bfloat16 store is a trained run too: it loads, and its certificate is the unlearner's
+    from unlearn_audit.deletion import load_trained_run
+
+    run = load_trained_run(tmp_path / "o")
+    assert run.n_approximators == 60 and run.approximators.dtype == "bfloat16"
+    pos = run.positions([str(d.ids[7]), str(d.ids[30])])
+    assert run.certificate(pos).to_dict() == unlearner.certificate([d.ids[7], d.ids[30]]).to_dict()
 
 
 def test_launcher_refuses_bad_arguments(tmp_path):

@@ -14,10 +14,17 @@ import torch
 
 from unlearn_audit.certify import CertificationError, analytic_gaussian_sigma, release
 from unlearn_audit.data import load_dataset, prepare, split_dataset
-from unlearn_audit.hfocu import HFOCUUnlearner, UnlearningError
-from unlearn_audit.deletion import (DurableError, DurableUnlearner, TrainedRun, TrainedRunError,
-                                   load_trained_run, save_trained_run, state_hash)
+from unlearn_audit.deletion import (
+    DurableError,
+    DurableUnlearner,
+    TrainedRun,
+    TrainedRunError,
+    load_trained_run,
+    save_trained_run,
+    state_hash,
+)
 from unlearn_audit.deletion.ledger import Ledger, LedgerError
+from unlearn_audit.hfocu import HFOCUUnlearner, UnlearningError
 from unlearn_audit.models import build_model
 from unlearn_audit.training import SGDConfig
 
@@ -281,3 +288,20 @@ def test_mlp_candidates_measured_constants(tmp_path):
                            atol=1e-6, rtol=0)
         with pytest.raises(DurableError, match="no approximator"):
             du.forget([str(tr.ids[20])], epsilon=1.0, delta=1e-5)
+
+
+def test_store_backed_unlearner_saves_the_same_run(fitted, saved, tmp_path):
+    """An unlearner whose approximators live in a file-backed store (nothing n x d in memory) saves a trained run
+    with the same content digest as the in-memory one, so either can serve the same ledger."""
+    x, y = fitted.x_, fitted.y_
+    model = build_model("softmax", fitted.model.input_shape, fitted.model.n_classes, seed=3)
+    on_disk = HFOCUUnlearner(model, fitted.sgd, store_path=str(tmp_path / "store")).fit(x, y, fitted.ids_)
+    assert on_disk.approximators_ is None
+    save_trained_run(tmp_path / "run" / "trained_run", on_disk)
+    run = load_trained_run(tmp_path / "run" / "trained_run")
+    assert run.digest == load_trained_run(saved).digest
+    ids = [str(r) for r in fitted.ids_[[1, 50, 150]]]
+    with DurableUnlearner.open(tmp_path / "run") as du:
+        du.forget(ids, epsilon=1.0, delta=1e-5, request_id="disk")
+        assert np.allclose(du.noiseless_state(), (fitted.weights_.double() + fitted.approximator_sum(ids).double())
+                           .numpy(), atol=1e-6, rtol=0)
