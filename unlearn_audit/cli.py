@@ -1,6 +1,8 @@
 """Command line: ``unlearn-audit audit | report | calibrate | forget | precompute``. No logic lives here: each
 command parses its arguments, calls the library, prints, and maps errors to exit codes (0 pass, 1 fail, 2 usage/input
-error, 3 inconclusive, 4 internal error: a bug, reported in one line with the traceback saved to a file)."""
+error, 3 inconclusive, 4 internal error: a bug, reported in one line with the traceback saved to a file; 130 when
+interrupted by SIGINT, 143 by SIGTERM: the interrupted step cleans up after itself, as after any failure). Every error
+is one line on stderr, click's usage errors included."""
 
 from __future__ import annotations
 
@@ -11,10 +13,13 @@ import click
 
 USAGE_ERROR = 2
 INTERNAL_ERROR = 4
+INTERRUPTED = 130           # 128 + SIGINT, the shell's convention
+TERMINATED = 143            # 128 + SIGTERM
+_INTERRUPTED = "error: interrupted (SIGINT); nothing of the interrupted step was kept"
 
 
 def _fail(message: str) -> None:
-    message = " ".join(str(message).split())            # exactly one line, whatever the error text held
+    message = _one_line(message)                        # exactly one line, whatever the error text held
     click.echo(f"error: {message}", err=True)
     sys.exit(USAGE_ERROR)
 
@@ -63,14 +68,63 @@ class _Progress:
                                    markup=False)
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+class _Terminated(SystemExit):
+    """SIGTERM, raised where the process is: it unwinds like any failure (partial outputs are removed, a pending
+    deletion is rolled back), then exits 143."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated(TERMINATED)
+
+
 class _Commands(click.Group):
     """Any exception a command does not map to an exit code is a bug: one line on stderr naming it and the file
-    holding its traceback, exit code 4 (never 1, which means "audit failed")."""
+    holding its traceback, exit code 4 (never 1, which means "audit failed"). Usage errors are one line (exit 2);
+    SIGINT exits 130 and SIGTERM 143, after the command cleaned up."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        import signal
+
+        try:
+            previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        except ValueError:                                  # not the main thread: leave signals alone
+            previous = None
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.Abort:                      # click turns KeyboardInterrupt into Abort
+            click.echo(_INTERRUPTED, err=True)
+            sys.exit(INTERRUPTED)
+        except KeyboardInterrupt:
+            click.echo(_INTERRUPTED, err=True)
+            sys.exit(INTERRUPTED)
+        except _Terminated:
+            click.echo("error: terminated (SIGTERM); nothing of the interrupted step was kept", err=True)
+            sys.exit(TERMINATED)
+        except click.ClickException as err:
+            where = ""
+            ctx = getattr(err, "ctx", None)
+            if ctx is not None:
+                where = f" (see '{ctx.command_path} --help')"
+            click.echo(f"error: {_one_line(err.format_message())}{where}", err=True)
+            sys.exit(err.exit_code)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+        sys.exit(rv if isinstance(rv, int) else 0)
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, SystemExit, KeyboardInterrupt):
+        except KeyboardInterrupt:
+            click.echo(_INTERRUPTED, err=True)
+            sys.exit(INTERRUPTED)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, SystemExit):
             raise
         except Exception as err:                                  # noqa: BLE001 - the last resort, by design
             import tempfile
@@ -116,7 +170,7 @@ def audit(config_path, out_dir, force, no_pdf, quiet):
     errors = _input_errors()
     try:
         cfg = load_config(config_path)
-        out = Path(out_dir) if out_dir else default_run_dir()
+        out = Path(out_dir) if out_dir is not None else default_run_dir()
         check_out_dir(out, force)
     except errors as err:
         _fail(str(err))
@@ -167,32 +221,36 @@ def calibrate(epsilon, delta, sensitivity, mechanism):
 
     \b
     Example:
-      unlearn-audit calibrate --epsilon 1 --delta 1e-5 --sensitivity 1     # prints 3.73063
+      unlearn-audit calibrate --epsilon 1 --delta 1e-5 --sensitivity 1     # prints 3.73064 (rounded up)
     """
     from unlearn_audit.certify import calibrate as calibrate_sigma
+    from unlearn_audit.certify import sigma_text
 
     try:
-        sigma = calibrate_sigma(epsilon, delta, sensitivity, mechanism)
+        sigma = calibrate_sigma(epsilon, delta, sensitivity, mechanism, finite=True)
     except _input_errors() as err:
         _fail(str(err))
-    click.echo(f"{sigma:.6g}")
+    click.echo(sigma_text(sigma))
 
 
 @main.command()
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @click.option("--requests", "requests_file", type=click.Path(dir_okay=False), required=True,
-              help="File with one record id per line: the whole file is one deletion request.")
+              help="The record ids of one deletion request: one id per line, or JSON lines (a JSON string per "
+                   "line) for a file named *.jsonl.")
 @click.option("--epsilon", type=float, default=1.0, show_default=True, help="ε > 0 of the released model")
 @click.option("--delta", type=float, default=1e-5, show_default=True, help="δ in (0, 1)")
 @click.option("--mechanism", type=click.Choice(["analytic", "classic"]), default="analytic", show_default=True)
-@click.option("--request-id", default=None, help="Idempotency key (default: the SHA-256 of the requests file).")
+@click.option("--request-id", default=None,
+              help="Idempotency key (default: a keyed hash of the record ids, under RUN_DIR/record_id.key).")
 def forget(run_dir, requests_file, epsilon, delta, mechanism, request_id):
     """Delete records from a finished run's model through its deletion ledger, and release it certified.
 
     RUN_DIR is an audit run folder (with trained_run/) or a trained-run folder (such as the --out folder of
     `unlearn-audit precompute`). The request is recorded in
     RUN_DIR/ledger.sqlite; re-sending the same request id applies it once. The released weights (fresh noise
-    calibrated to every record deleted so far) go to RUN_DIR/releases/<request_id>.npy.
+    calibrated to every record deleted so far) go to RUN_DIR/releases/<request_id>.npy. Record ids are one line of
+    visible text each; use a *.jsonl file (one JSON string per line) for ids that need escaping.
 
     \b
     Example:

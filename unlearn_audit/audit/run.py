@@ -1,14 +1,13 @@
 """Write an audit run folder: config.toml, results.json, report.html, report.pdf, artefacts/.
 
-Everything is written into a sibling temporary folder first and moved into place at the end, so an interrupted or
-failed run leaves nothing half-written at ``out_dir``.
+``--out`` is checked before any work, everything is written into a private partial folder beside it and moved into
+place at the end (:class:`unlearn_audit.outputs.OutputFolder`): an interrupted or failed run leaves nothing
+half-written, and ``--force`` replaces only a previous run folder, never a file the run did not write.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -18,11 +17,15 @@ from unlearn_audit.audit.pipeline import Progress, run_audit
 from unlearn_audit.common import to_jsonable
 from unlearn_audit.config import AuditConfig
 from unlearn_audit.deletion import save_trained_run
+from unlearn_audit.outputs import OutputDirError, OutputFolder, check_output_path
+from unlearn_audit.pseudonyms import KEY_FILE, write_key
 from unlearn_audit.report import write_report
 
+__all__ = ["OutputDirError", "RUN_FILES", "check_out_dir", "default_run_dir", "execute_audit"]
 
-class OutputDirError(ValueError):
-    """The output folder exists and is not empty (and ``--force`` was not given), or cannot be created."""
+# What a run folder holds: `--force` replaces a previous run folder only if it holds nothing else (a deletion ledger
+# or releases written by `forget` are never deleted).
+RUN_FILES = frozenset({"config.toml", "results.json", "report.html", "report.pdf", "artefacts", "trained_run", KEY_FILE})
 
 
 def default_run_dir(base: Path = Path("reports")) -> Path:
@@ -30,22 +33,17 @@ def default_run_dir(base: Path = Path("reports")) -> Path:
 
 
 def check_out_dir(out_dir: Path, force: bool) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise OutputDirError(f"--out {out_dir}: exists and is not a folder")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
-        raise OutputDirError(f"--out {out_dir}: folder is not empty (use --force to replace it)")
+    """Refuse, before any work, an ``--out`` the run could not or must not write (:func:`check_output_path`)."""
+    check_output_path(Path(out_dir), force=force, allowed=RUN_FILES)
 
 
 def execute_audit(cfg: AuditConfig, out_dir: Path, *, force: bool = False, pdf: bool = True,
                   progress: Progress | None = None) -> dict:
     """Run the audit and write its folder; returns the results dict."""
     out_dir = Path(out_dir)
-    check_out_dir(out_dir, force)
-    results, artefacts = run_audit(cfg, progress)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
-    tmp.chmod(0o755)
-    try:
+    with OutputFolder(out_dir, force=force, allowed=RUN_FILES) as folder:
+        results, artefacts = run_audit(cfg, progress)
+        tmp = folder.path
         scores = results.pop("_plot_data")
         results = to_jsonable(results)
         (tmp / "config.toml").write_text(cfg.to_toml(), encoding="utf-8")
@@ -57,6 +55,8 @@ def execute_audit(cfg: AuditConfig, out_dir: Path, *, force: bool = False, pdf: 
         np.savez(art / "scores.npz", **{f"{k}/members": m for k, (m, _) in scores.items()},
                  **{f"{k}/nonmembers": n for k, (_, n) in scores.items()})
         (art / "forget_ids.txt").write_text("\n".join(artefacts.forget_ids) + "\n", encoding="utf-8")
+        if artefacts.context is not None:       # the key of the record pseudonyms in results.json (never shown)
+            write_key(tmp, artefacts.context.record_id_key)
         # The trained model and its approximators, so `unlearn-audit forget RUN_DIR` can serve deletion requests.
         if artefacts.context is not None and artefacts.context.unlearner.mode != "replay":
             save_trained_run(tmp / "trained_run", artefacts.context.unlearner)
@@ -65,10 +65,5 @@ def execute_audit(cfg: AuditConfig, out_dir: Path, *, force: bool = False, pdf: 
         write_report(tmp, results, pdf=pdf)
         if progress:
             progress("writing report", 1, 1)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.replace(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        folder.commit()
     return results
