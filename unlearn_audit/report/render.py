@@ -1,7 +1,9 @@
 """Render results.json (+ the saved attack scores) to a self-contained report.html and, from the same HTML, report.pdf.
 
 The HTML embeds its figures as data URIs and its style inline: it loads nothing, from the network or from disk.
-Every value shown passes through Jinja's autoescape (class names, ids, descriptions, messages).
+Every value shown passes through Jinja's autoescape (class names, ids, descriptions, messages), and none is placed
+inside ``<style>``. The PDF renderer gets a URL fetcher that refuses every URL but ``data:`` (:class:`_DataOnly`), so
+even a hostile results.json cannot make report rendering reach the network or read a local file.
 """
 
 from __future__ import annotations
@@ -37,11 +39,17 @@ def load_scores(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     if not path.is_file():
         return {}
     try:
+        with open(path, "rb") as fh:
+            if fh.read(4) != b"PK\x03\x04":          # np.load would treat anything else as a pickle or .npy
+                raise ReportError(f"{path}: unreadable attack scores (not an .npz file: no zip archive signature)")
         with np.load(path, allow_pickle=False) as z:
             keys = sorted({k.rsplit("/", 1)[0] for k in z.files})
             return {k: (np.asarray(z[f"{k}/members"], float), np.asarray(z[f"{k}/nonmembers"], float)) for k in keys}
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
-        raise ReportError(f"{path}: unreadable attack scores ({type(err).__name__}: {err})") from None
+    except ReportError:
+        raise
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as err:
+        why = "an object array, never unpickled" if "pickle" in str(err) else f"{type(err).__name__}: {err}"
+        raise ReportError(f"{path}: unreadable attack scores ({why})") from None
 
 
 def _figures(results: dict, view: dict, scores: dict) -> dict:
@@ -76,13 +84,43 @@ def render_html(results: dict, scores: dict[str, tuple[np.ndarray, np.ndarray]])
     return _env().get_template("report.html.j2").render(r=results, view=view, figs=figs)
 
 
+def _data_only_fetcher():
+    """A WeasyPrint URL fetcher that serves ``data:`` URLs and refuses every other URL (http, https, ftp, file, ...)
+    without opening anything."""
+    from weasyprint.urls import URLFetcher
+
+    class _DataOnly(URLFetcher):
+        def fetch(self, url, headers=None):
+            if not str(url).lower().startswith("data:"):
+                raise ValueError(f"unlearn-audit reports load nothing: refused {str(url)[:80]!r}")
+            return super().fetch(url, headers)
+
+    return _DataOnly(allowed_protocols={"data"}, allow_redirects=False, timeout=1)
+
+
 def render_pdf(html: str, path: Path) -> None:
     from weasyprint import HTML
 
-    # weasyprint logs layout warnings through `logging`; keep them off the CLI's stderr.
+    # weasyprint logs layout warnings (and refused URLs) through `logging`; keep them off the CLI's stderr.
     logging.getLogger("weasyprint").setLevel(logging.ERROR)
     logging.getLogger("fontTools").setLevel(logging.ERROR)
-    HTML(string=html, base_url=None).write_pdf(str(path))
+    HTML(string=html, base_url=None, url_fetcher=_data_only_fetcher()).write_pdf(str(path))
+
+
+MAX_DEPTH = 32        # results.json nests about 6 levels; anything far deeper is not one (and would exhaust recursion)
+
+
+def _depth(obj) -> int:
+    """Nesting depth of a JSON value (iterative: a hostile file cannot exhaust the stack here)."""
+    deepest, stack = 0, [(obj, 1)]
+    while stack:
+        node, d = stack.pop()
+        if isinstance(node, (dict, list)):
+            deepest = max(deepest, d)
+            if deepest > MAX_DEPTH:
+                return deepest
+            stack.extend((v, d + 1) for v in (node.values() if isinstance(node, dict) else node))
+    return deepest
 
 
 def read_results(run_dir: Path) -> dict:
@@ -97,6 +135,11 @@ def read_results(run_dir: Path) -> dict:
         results = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ReportError(f"{path}: not valid JSON ({err})") from None
+    except RecursionError:
+        raise ReportError(f"{path}: JSON nested too deeply (an unlearn-audit results file nests at most "
+                          f"{MAX_DEPTH} levels)") from None
+    if _depth(results) > MAX_DEPTH:
+        raise ReportError(f"{path}: JSON nested deeper than {MAX_DEPTH} levels (not an unlearn-audit results file)")
     if not isinstance(results, dict):
         raise ReportError(f"{path}: expected a JSON object at the top level, got {type(results).__name__}")
     for key in ("schema_version", "verdict", "methods", "attacks"):
