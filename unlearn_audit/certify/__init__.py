@@ -26,6 +26,7 @@ from unlearn_audit.certify.mechanisms import (
     calibrate,
     classic_gaussian_sigma,
     release,
+    sigma_text,
 )
 
 __all__ = [
@@ -49,5 +50,6 @@ __all__ = [
     "recursion_certificate",
     "release",
     "sensitivity_recursion",
+    "sigma_text",
     "softmax_regression_constants",
 ]

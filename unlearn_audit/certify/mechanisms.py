@@ -23,7 +23,7 @@ from numbers import Integral, Real
 
 import numpy as np
 from scipy.optimize import brentq
-from scipy.special import log_ndtr
+from scipy.special import erf, log_ndtr, ndtr
 
 from unlearn_audit.certify.errors import CertificationError
 
@@ -35,9 +35,12 @@ __all__ = [
     "calibrate",
     "classic_gaussian_sigma",
     "release",
+    "sigma_text",
 ]
 
 MECHANISMS = ("analytic", "classic")
+_SQRT2 = math.sqrt(2.0)
+_LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -78,9 +81,25 @@ def _check_sigma(sigma) -> float:
 
 
 def _log_delta_unit(epsilon: float, s: float) -> float:
-    """log δ(ε) for sensitivity 1 and noise σ = s > 0; −inf when δ(ε) ≤ 0 numerically."""
-    a = 0.5 / s - epsilon * s
-    b = -0.5 / s - epsilon * s
+    """log δ(ε) for sensitivity 1 and noise σ = s > 0; −inf when δ(ε) ≤ 0 numerically.
+
+    δ = Φ(a) − e^ε Φ(b) with a = 1/(2s) − εs, b = −1/(2s) − εs. For a large s and a tiny ε the two terms agree to
+    more digits than a float holds (a and b may even round to the same number), so δ is computed there as
+    [Φ(a) − Φ(b)] − (e^ε − 1)Φ(b), the first bracket being ∫φ over [m − h, m + h] (m = −εs, h = 1/(2s)) by its
+    Taylor series in h, all in log space. Near the centre (|a|, |b| < 1) Φ(a) − Φ(b) comes from erf; elsewhere
+    the plain formula in log space (``log_ndtr``; e^ε is never formed)."""
+    h, m = 0.5 / s, -epsilon * s
+    if h < 1e-4 and abs(m) * h < 1e-4:          # Taylor remainder below h^4 (1 + m^4) relative
+        log_central = (math.log(2.0 * h) - 0.5 * m * m - _LOG_SQRT_2PI
+                       + math.log1p((m * m - 1.0) * h * h / 6.0))
+        log_second = math.log(math.expm1(epsilon)) + float(log_ndtr(m - h)) if epsilon > 0 else -math.inf
+        if log_second >= log_central:
+            return -math.inf
+        return log_central + math.log1p(-math.exp(log_second - log_central))
+    a, b = m + h, m - h
+    if abs(a) < 1.0 and abs(b) < 1.0:
+        d = 0.5 * (float(erf(a / _SQRT2)) - float(erf(b / _SQRT2))) - math.expm1(epsilon) * float(ndtr(b))
+        return math.log(d) if d > 0 else -math.inf
     log_first = float(log_ndtr(a))
     log_second = epsilon + float(log_ndtr(b))  # log(e^ε Φ(b)): no exp(ε) is ever formed
     if log_second >= log_first:
@@ -124,22 +143,28 @@ def analytic_gaussian_sigma(epsilon: float, delta: float, sensitivity: float = 1
         ld = _log_delta_unit(eps, math.exp(u))
         return max(ld, -1e300) - log_target  # keep brentq away from -inf
 
-    # bracket: δ(σ) → 1 > δ as σ → 0 and δ(σ) → 0 as σ → ∞; start from the classic formula's scale.
-    lo = hi = math.log(max(math.sqrt(2.0 * math.log(1.25 / dlt)) / eps, 1e-3))
-    for _ in range(400):
-        if f(lo) > 0:
-            break
-        lo -= 1.0
-    else:  # pragma: no cover - δ(σ) → 1 > δ as σ → 0, so this cannot happen
-        raise CertificationError(f"could not bracket sigma for epsilon={epsilon!r}, delta={delta!r}")
-    for _ in range(400):
-        if f(hi) < 0:
-            break
-        hi += 1.0
-    else:  # pragma: no cover
-        raise CertificationError(f"could not bracket sigma for epsilon={epsilon!r}, delta={delta!r}")
+    # bracket: δ(σ) → 1 > δ as σ → 0 and δ(σ) → 0 as σ → ∞. Start from the classic formula's scale, clamped to
+    # the float range, and widen geometrically (steps 1, 2, 4, ... in log σ), so that a tiny ε (σ ≈ 1/(δ√(2π)), far
+    # from the classic scale 1/ε) or a subnormal δ is bracketed within a few dozen evaluations.
+    u_min, u_max = math.log(5e-324), math.log(np.finfo(float).max)
+    start = math.sqrt(2.0 * math.log(1.25 / dlt)) / eps
+    u0 = min(max(math.log(max(start, 1e-3)) if math.isfinite(start) else u_max, u_min), u_max)
+    lo = hi = u0
+    step = 1.0
+    while f(lo) <= 0:
+        if lo <= u_min:  # pragma: no cover - δ(σ) → 1 > δ as σ → 0
+            raise CertificationError(f"could not bracket sigma for epsilon={epsilon!r}, delta={delta!r}")
+        lo, step = max(lo - step, u_min), step * 2.0
+    step = 1.0
+    while f(hi) >= 0:
+        if hi >= u_max:
+            raise CertificationError(f"no finite sigma gives (epsilon={epsilon!r}, delta={delta!r}): the noise "
+                                     "needed exceeds the float range")
+        hi, step = min(hi + step, u_max), step * 2.0
     u = brentq(f, lo, hi, xtol=1e-14, rtol=4 * np.finfo(float).eps, maxiter=500)
-    return sens * math.exp(u)
+    with np.errstate(over="ignore"):
+        sigma = float(np.float64(sens) * np.exp(u))
+    return sigma
 
 
 def analytic_gaussian_epsilon(sigma: float, delta: float, sensitivity: float = 1.0) -> float:
@@ -187,13 +212,34 @@ def classic_gaussian_sigma(epsilon: float, delta: float, sensitivity: float = 1.
     return sens * math.sqrt(2.0 * math.log(1.25 / dlt)) / eps
 
 
-def calibrate(epsilon: float, delta: float, sensitivity: float, mechanism: str = "analytic") -> float:
-    """σ for an (ε, δ) certificate at L2 sensitivity Δ with the named mechanism ('analytic' default, or 'classic')."""
+def calibrate(epsilon: float, delta: float, sensitivity: float, mechanism: str = "analytic", *,
+              finite: bool = False) -> float:
+    """σ for an (ε, δ) certificate at L2 sensitivity Δ with the named mechanism ('analytic' default, or 'classic').
+
+    A σ beyond the float range comes back as ``inf`` (a vacuous certificate: the audit reports it as such); with
+    ``finite=True`` it raises :class:`CertificationError` instead (what a command that prints or releases σ wants)."""
     if mechanism == "analytic":
-        return analytic_gaussian_sigma(epsilon, delta, sensitivity)
-    if mechanism == "classic":
-        return classic_gaussian_sigma(epsilon, delta, sensitivity)
-    raise CertificationError(f"mechanism must be one of {MECHANISMS}, got {mechanism!r}")
+        sigma = analytic_gaussian_sigma(epsilon, delta, sensitivity)
+    elif mechanism == "classic":
+        sigma = classic_gaussian_sigma(epsilon, delta, sensitivity)
+    else:
+        raise CertificationError(f"mechanism must be one of {MECHANISMS}, got {mechanism!r}")
+    if finite and not math.isfinite(sigma):
+        raise CertificationError(f"sigma for sensitivity {sensitivity!r} at (epsilon={epsilon!r}, delta={delta!r}) "
+                                 "exceeds the float range: no finite noise certifies it")
+    return sigma
+
+
+def sigma_text(sigma: float, digits: int = 6) -> str:
+    """σ as text with ``digits`` significant digits, rounded UP: a printed σ that a user copies must still meet the
+    certificate (rounding to nearest can give slightly too little noise)."""
+    from decimal import ROUND_CEILING, Decimal
+
+    d = Decimal(float(sigma))
+    if not d.is_finite() or d == 0:
+        return f"{sigma:g}"
+    q = Decimal(1).scaleb(d.adjusted() - digits + 1)
+    return f"{float(d.quantize(q, rounding=ROUND_CEILING)):.{digits}g}"
 
 
 # ---------------------------------------------------------------------------------------------------------------------
