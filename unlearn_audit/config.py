@@ -16,6 +16,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from unlearn_audit.common import json_digest
 
 
+# Upper bounds on sizes that would overflow or never finish (a seed beyond 64-bit RNG state, a step size whose first
+# update overflows float32, a hidden layer or an epoch count no machine finishes). The error names the bound.
+MAX_SEED = 2**32 - 1
+MAX_EPOCHS = 10_000
+MAX_HIDDEN = 65_536
+MAX_STEP_SIZE = 1000.0
+MAX_NORM = 1e6
+
+
 class ConfigError(ValueError):
     """Malformed or invalid configuration (one-line message naming the key path)."""
 
@@ -47,7 +56,7 @@ class DataConfig(_Section):
     population_fraction: float = Field(0.5, gt=0, lt=1)
     """Fraction never trained on that serves as the attacks' non-members (label 0). The three fractions may sum to
     at most 1."""
-    max_train: int | None = Field(None, gt=0)
+    max_train: int | None = Field(None, gt=0, le=10**9)
     """Cap on the number of training records after the split (unset = no cap)."""
     standardize: bool = True
     """Standardise features with the training split's mean and standard deviation."""
@@ -99,29 +108,29 @@ class ModelConfig(_Section):
     lenet5 (61,706 parameters); resnet18 (GroupNorm instead of BatchNorm, 11.2M parameters, no pretrained weights).
     All but softmax use vmapped autodiff Hessian-vector products and measured certificate constants. LiRA's
     shadows are copies of the target's own architecture, trained many at once (torch.func.vmap)."""
-    hidden: int = Field(64, gt=0)
+    hidden: int = Field(64, gt=0, le=MAX_HIDDEN)
     """Hidden units of the mlp (ignored by the other models)."""
 
 
 class TrainingConfig(_Section):
     """Mini-batch SGD over a recorded batch schedule; step size η_t = lr·decay^t (t counts steps)."""
 
-    epochs: int = Field(30, gt=0)
+    epochs: int = Field(30, gt=0, le=MAX_EPOCHS)
     """Passes over the training records."""
-    batch_size: int = Field(32, gt=0)
+    batch_size: int = Field(32, gt=0, le=10**7)
     """Records per mini-batch |B_t|."""
-    lr: float = Field(1.5, gt=0)
+    lr: float = Field(1.5, gt=0, le=MAX_STEP_SIZE)
     """Initial step size η_0."""
     decay: float = Field(0.995, gt=0, le=1)
     """Step-size decay γ per step: η_t = η_0·γ^t."""
-    lam: float = Field(0.01, ge=0)
+    lam: float = Field(0.01, ge=0, le=MAX_STEP_SIZE)
     """L2 regularisation λ of the per-sample loss CE + (λ/2)‖w‖², on all parameters."""
     clip: Literal["none", "per_sample", "batch"] = "none"
     """Gradient clipping: none, per_sample (each record's gradient to norm ≤ clip_norm; bounds the certificate's
     gradient constant G) or batch (the mean batch gradient)."""
-    clip_norm: float | None = Field(None, gt=0)
+    clip_norm: float | None = Field(None, gt=0, le=MAX_NORM)
     """Clipping norm C; required when clip is not none, refused when it is."""
-    weight_norm_bound: float | None = Field(None, gt=0)
+    weight_norm_bound: float | None = Field(None, gt=0, le=MAX_NORM)
     """Project the weights onto ‖w‖ ≤ R after every step (unset = no projection)."""
 
     @model_validator(mode="after")
@@ -160,7 +169,7 @@ class UnlearningConfig(_Section):
     order: Literal["propagate_first", "inject_first"] = "propagate_first"
     """HF-OCU update order per step: propagate_first (the derivation's) or inject_first (the paper code's, only to
     reproduce its numbers)."""
-    requests: int = Field(10, gt=0)
+    requests: int = Field(10, gt=0, le=10**7)
     """The forget set is sent as this many deletion requests (split as evenly as possible; at most one per record)."""
 
     @field_validator("methods")
@@ -183,7 +192,7 @@ class UnlearningConfig(_Section):
 class PrivacyConfig(_Section):
     """The certificate: releases are (ε, δ)-indistinguishable from a retrained model's release."""
 
-    epsilon: float = Field(1.0, gt=0)
+    epsilon: float = Field(1.0, gt=0, le=1000)
     """Certified ε of each release (> 0)."""
     delta: float = Field(1e-5, gt=0, lt=1)
     """Certified δ of each release, in (0, 1); well below 1/(number of training records) is the usual choice."""
@@ -211,11 +220,11 @@ class AuditSection(_Section):
     shadow models on random halves of a pool of the forget set, the population and the test split; mia_u = Chen et
     al.'s attack on (original, target) posteriors, trained on shadow models unlearned with HF-OCU (whatever the
     method under audit: Chen et al.'s attacker knows the unlearning algorithm, and HF-OCU is the one audited)."""
-    lira_shadows: int = Field(16, ge=4)
+    lira_shadows: int = Field(16, ge=4, le=1024)
     """Number of LiRA shadow models (each query record is IN for exactly half of them)."""
     lira_fixed_variance: bool = True
     """LiRA with one global σ_in and σ_out instead of per-record ones (Carlini et al.'s advice below ~64 shadows)."""
-    mia_u_shadows: int = Field(8, ge=1)
+    mia_u_shadows: int = Field(8, ge=1, le=1024)
     """Number of MIA-U shadow models (each an original model, unlearned with HF-OCU for forget_fraction of its
     records)."""
     mia_u_classifier: Literal["random_forest", "logistic", "mlp"] = "random_forest"
@@ -234,7 +243,7 @@ class AuditSection(_Section):
     Unset: $UNLEARN_AUDIT_CACHE_DIR/shadows if that variable is set, else the user cache folder
     ($XDG_CACHE_HOME, or ~/.cache)/unlearn-audit/shadows, the same wherever the audit is started; empty string: no
     cache."""
-    sweep_sigmas: list[float] = Field(default_factory=lambda: [0.0, 0.01, 0.03, 0.1, 0.3, 1.0])
+    sweep_sigmas: list[float] = Field(default_factory=lambda: [0.0, 0.01, 0.03, 0.1, 0.3, 1.0], max_length=100)
     """Noise scales σ of the privacy-utility sweep (the certified σ is always added): test accuracy, attack AUC and
     the ε each σ would certify."""
 
@@ -243,6 +252,8 @@ class AuditSection(_Section):
     def _nonneg(cls, v):
         if any(s < 0 for s in v):
             raise ValueError("every sigma must be >= 0")
+        if any(s > 1e6 for s in v):
+            raise ValueError("every sigma must be <= 1e6")
         return v
 
     @field_validator("attacks")
@@ -261,7 +272,7 @@ class BaselinesConfig(_Section):
     solver: Literal["auto", "cholesky", "cg"] = "auto"
     """ns and ij: exact Cholesky of the float64 Hessian, conjugate gradients with Hessian-vector products, or auto
     (Cholesky when the model has at most exact_max_dim parameters)."""
-    exact_max_dim: int = Field(5000, gt=0)
+    exact_max_dim: int = Field(5000, gt=0, le=20000)
     """Largest parameter count for which solver = auto builds and factors the dense Hessian."""
     hvp_precision: Literal["auto", "float64", "float32"] = "auto"
     """ns, ij (conjugate gradients) and cns: arithmetic of the Hessian-vector products of models other than softmax
@@ -270,28 +281,28 @@ class BaselinesConfig(_Section):
     gradients and the returned weights stay float64."""
     cg_tol: float = Field(1e-10, gt=0, lt=1)
     """Relative residual at which conjugate gradients stop."""
-    cg_maxiter: int | None = Field(None, gt=0)
+    cg_maxiter: int | None = Field(None, gt=0, le=10**7)
     """Most conjugate-gradient iterations per solve (unset = 10·d); a solve that stops early says so."""
-    cns_damping: float = Field(0.01, ge=0)
+    cns_damping: float = Field(0.01, ge=0, le=MAX_NORM)
     """cns: λ of the local convex approximation (H + λI); raised, and said so, when H + λI is not positive
     definite."""
-    cns_chains: int = Field(10, gt=0)
+    cns_chains: int = Field(10, gt=0, le=10**4)
     """cns: LiSSA chains averaged."""
-    cns_depth: int = Field(1000, gt=0)
+    cns_depth: int = Field(1000, gt=0, le=10**7)
     """cns: LiSSA recursion depth per chain."""
-    cns_hessian_batch: int = Field(10, gt=0)
+    cns_hessian_batch: int = Field(10, gt=0, le=10**7)
     """cns: records per Hessian mini-batch in LiSSA."""
-    cns_scale: float | None = Field(None, gt=0)
+    cns_scale: float | None = Field(None, gt=0, le=1e12)
     """cns: LiSSA scale (unset = 1.25 × the largest measured Hessian eigenvalue magnitude; must exceed it)."""
-    finetune_epochs: int = Field(2, gt=0)
+    finetune_epochs: int = Field(2, gt=0, le=MAX_EPOCHS)
     """finetune: epochs of SGD on the retained records, starting from the trained model."""
-    finetune_lr: float | None = Field(None, gt=0)
+    finetune_lr: float | None = Field(None, gt=0, le=MAX_STEP_SIZE)
     """finetune: constant step size (unset = the training schedule's last step size)."""
-    neggrad_steps: int = Field(5, gt=0)
+    neggrad_steps: int = Field(5, gt=0, le=10**6)
     """neggrad: full-batch gradient-ascent steps on the forget set's cross-entropy."""
-    neggrad_lr: float | None = Field(None, gt=0)
+    neggrad_lr: float | None = Field(None, gt=0, le=MAX_STEP_SIZE)
     """neggrad: ascent step size (unset = the training schedule's last step size)."""
-    dpsgd_clip_norm: float = Field(1.0, gt=0)
+    dpsgd_clip_norm: float = Field(1.0, gt=0, le=MAX_NORM)
     """dpsgd: per-sample clipping norm C (training.clip_norm is used instead when training.clip = per_sample)."""
     dpsgd_accountant: Literal["rdp", "prv"] = "rdp"
     """dpsgd: Opacus accountant that picks the noise multiplier and reports ε."""
@@ -300,7 +311,7 @@ class BaselinesConfig(_Section):
 class AuditConfig(_Section):
     """The whole audit. ``seed`` drives splits, initialisation, schedule, forget set and noise."""
 
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     """Master seed: splits, initialisation, batch schedule, forget set and release noise all derive from it."""
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
