@@ -67,6 +67,9 @@ def choose_forget_set(cfg: AuditConfig, train_ids: np.ndarray, rng: np.random.Ge
             raise AuditInputError("unlearning.forget_file: at least 2 record ids are needed for the attack statistics")
         return np.array([index[r] for r in wanted], dtype=np.int64)
     k = max(2, int(round(cfg.unlearning.forget_fraction * len(train_ids))))
+    if k >= len(train_ids):
+        raise AuditInputError(f"the training split has {len(train_ids)} record(s): too few for a forget set of {k} "
+                              "and at least one retained record (use more data or a larger data.train_fraction)")
     return np.sort(rng.choice(len(train_ids), size=k, replace=False))
 
 
@@ -221,7 +224,9 @@ def run_audit(cfg: AuditConfig, progress: Progress | None = None) -> tuple[dict,
                      "accuracy_train": ctx.model.accuracy(w_orig, ctx.x, ctx.y),
                      "accuracy_test": ctx.model.accuracy(w_orig, ctx.x_test, ctx.y_test)},
         "forget_set": {"n": len(ctx.forget_positions), "fraction": len(ctx.forget_positions) / len(ctx.x),
-                       "source": cfg.unlearning.forget_file or "random", "requests": p_out.requests},
+                       "source": cfg.unlearning.forget_file or "random", "requests": p_out.requests,
+                       "hashed_record_ids": "HMAC-SHA256 under the run's random key (the run folder's "
+                                            "record_id.key, never in a report), 16 hex digits"},
         "primary_method": primary,
         "certificate": p_out.certificate,
         "methods": methods,

@@ -58,6 +58,15 @@ def load_npz(path, *, flatten: bool | None = None, name: str | None = None) -> D
     path = Path(path)
     name = name or path.stem
     try:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+    except FileNotFoundError:
+        raise DataError(f"npz file {path} does not exist") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if magic != b"PK\x03\x04":       # np.load would try to unpickle anything that is neither zip nor .npy
+        raise DataError(f"{path}: not an .npz file (no zip archive signature); write it with numpy.savez")
+    try:
         with np.load(path, allow_pickle=False) as z:
             keys = set(z.files)
             missing = [k for k in ("x", "y") if k not in keys]
@@ -70,9 +79,10 @@ def load_npz(path, *, flatten: bool | None = None, name: str | None = None) -> D
         raise
     except FileNotFoundError:
         raise DataError(f"npz file {path} does not exist") from None
-    except ValueError as exc:  # object arrays with allow_pickle=False, malformed arrays
-        raise DataError(f"{path}: cannot read arrays ({_one_line(exc, 200)}); store ids and labels as string or "
-                        "integer arrays, not objects") from None
+    except ValueError as exc:  # object arrays (never unpickled), malformed arrays
+        what = ("holds an object array, which is never loaded (it would need unpickling)" if "pickle" in str(exc)
+                else f"cannot read arrays ({_one_line(exc, 200)})")
+        raise DataError(f"{path}: {what}; store ids and labels as string or integer arrays") from None
     except (OSError, zipfile.BadZipFile, EOFError) as exc:
         raise DataError(f"{path}: not a readable .npz file ({_one_line(exc, 200)})") from None
     if x.ndim < 2:
