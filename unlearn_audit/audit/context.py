@@ -10,6 +10,7 @@ import torch
 from unlearn_audit.config import AuditConfig
 from unlearn_audit.hfocu import HFOCUUnlearner
 from unlearn_audit.models import FunctionalModel
+from unlearn_audit.pseudonyms import new_key
 from unlearn_audit.training import Schedule, SGDConfig
 
 
@@ -36,6 +37,9 @@ class AuditContext:
     w_retrain: torch.Tensor | None = None
     retrain_seconds: float = 0.0
     extra: dict = field(default_factory=dict)
+    record_id_key: bytes = field(default_factory=new_key)
+    """Key of the record pseudonyms in results.json and the report (HMAC-SHA256); saved as the run folder's
+    record_id.key, never shown."""
 
     @property
     def retain_mask(self) -> np.ndarray:

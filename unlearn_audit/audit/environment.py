@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import platform
 import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
+
+from unlearn_audit.pseudonyms import pseudonym
 
 _PACKAGES = ("unlearn-audit", "torch", "numpy", "scipy", "statsmodels", "scikit-learn", "pydantic", "matplotlib",
              "jinja2", "weasyprint", "opacus")
@@ -33,6 +34,7 @@ def environment() -> dict:
             "git_revision": git_revision()}
 
 
-def hash_record_id(record_id: str) -> str:
-    """SHA-256 of a record id (the report never shows raw ids or data), truncated to 16 hex digits."""
-    return hashlib.sha256(record_id.encode("utf-8")).hexdigest()[:16]
+def hash_record_id(record_id: str, key: bytes) -> str:
+    """The record's pseudonym in reports and results.json: HMAC-SHA256 under the run's key (kept in the run folder's
+    ``record_id.key``, never in a report), 16 hex digits (:mod:`unlearn_audit.pseudonyms`)."""
+    return pseudonym(record_id, key)

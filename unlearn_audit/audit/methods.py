@@ -53,7 +53,7 @@ def run_hfocu(ctx: AuditContext) -> MethodOutcome:
         before = weights_hash(un.state_)
         receipt = un.delete(list(chunk))
         requests.append({"request_id": f"req-{k + 1:04d}", "n_records": len(chunk),
-                         "hashed_record_ids": [hash_record_id(r) for r in chunk], "applied_at": _now(),
+                         "hashed_record_ids": [hash_record_id(r, ctx.record_id_key) for r in chunk], "applied_at": _now(),
                          "seconds": receipt.seconds, "state_hash_before": before,
                          "state_hash_after": weights_hash(un.state_)})
     pc = ctx.cfg.privacy
@@ -83,7 +83,7 @@ def _baseline_requests(ctx: AuditContext, delete: Callable[[np.ndarray], float])
     for k, idx in enumerate(np.array_split(np.arange(len(pos)), min(ctx.cfg.unlearning.requests, len(pos)))):
         secs = delete(pos[idx])
         out.append({"request_id": f"req-{k + 1:04d}", "n_records": len(idx),
-                    "hashed_record_ids": [hash_record_id(ids[i]) for i in idx], "applied_at": _now(),
+                    "hashed_record_ids": [hash_record_id(ids[i], ctx.record_id_key) for i in idx], "applied_at": _now(),
                     "seconds": float(secs)})
     return out
 
@@ -96,7 +96,7 @@ def _latency(requests: list[dict]) -> dict:
 def _single_request(ctx: AuditContext, seconds: float) -> list[dict]:
     """Batch methods (finetune, neggrad) take the whole forget set as one request."""
     return [{"request_id": "req-0001", "n_records": len(ctx.forget_ids),
-             "hashed_record_ids": [hash_record_id(r) for r in ctx.forget_ids], "applied_at": _now(),
+             "hashed_record_ids": [hash_record_id(r, ctx.record_id_key) for r in ctx.forget_ids], "applied_at": _now(),
              "seconds": float(seconds)}]
 
 

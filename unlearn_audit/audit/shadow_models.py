@@ -124,6 +124,11 @@ def _cache_dir(ctx: AuditContext) -> Path | None:
         return None
     path = default_cache_dir() if d is None else Path(d).expanduser()
     path.mkdir(parents=True, exist_ok=True)
+    # Earlier versions kept LiRA's shadow-pool record ids here (lira_pool_<16 hex>.txt): raw ids in a user-wide
+    # folder. Remove them.
+    for legacy in path.glob("lira_pool_*.txt"):
+        if len(legacy.stem) == len("lira_pool_") + 16:
+            legacy.unlink(missing_ok=True)
     return path.resolve()
 
 
@@ -223,12 +228,15 @@ def lira_shadows(ctx: AuditContext) -> LiRAShadows:
             cache.save(key, ens)
     masks_info = {"sha256": _digest(masks), "shape": list(masks.shape),
                   "columns": "shadow-pool records: forget set, population, test split, then retained filler"}
+    # The shadow pool's record ids are not written anywhere outside the run folder: the cache is user-wide, and raw
+    # ids (the forget set first) must not outlive the run there. Their digest identifies the columns.
+    masks_info["record_ids_sha256"] = hashlib.sha256(
+        ("\n".join(pool.record_ids[shadow_pool]) + "\n").encode("utf-8")).hexdigest()
     if cache_dir is not None:
-        mpath, ipath = cache_dir / f"lira_keep_{key[:16]}.npy", cache_dir / f"lira_pool_{key[:16]}.txt"
-        if not (mpath.exists() and ipath.exists()):
-            atomic_write(ipath, ("\n".join(pool.record_ids[shadow_pool]) + "\n").encode("utf-8"))
+        mpath = cache_dir / f"lira_keep_{key[:16]}.npy"
+        if not mpath.exists():
             atomic_write(mpath, lambda f: np.save(f, masks, allow_pickle=False))
-        masks_info.update(path=str(mpath), record_ids_path=str(ipath))
+        masks_info.update(path=str(mpath))
     logits = ens.predict_logits(pool.x[torch.as_tensor(query)] if functional
                                 else pool.flat_x(query)).double().numpy()            # (k, m, C)
     conf = signals.logit_scaled_confidence(pool.y[torch.as_tensor(query)].numpy(), logits=logits)
