@@ -65,7 +65,10 @@ def test_forget_prints_certificate_writes_release_and_is_idempotent(run, tmp_pat
     req = write_ids(tmp_path / "erase.txt", ids[:3])
     res = invoke("forget", run_dir, "--requests", req, "--epsilon", "1", "--delta", "1e-5")
     assert res.exit_code == 0, res.output
-    rid = hashlib.sha256(req.read_bytes()).hexdigest()
+    from unlearn_audit.pseudonyms import read_or_create_key, request_pseudonym
+
+    rid = request_pseudonym(ids[:3], read_or_create_key(run_dir))     # keyed: not the file's recognisable SHA-256
+    assert rid != hashlib.sha256(req.read_bytes()).hexdigest()
     for word in ("epsilon=1", "delta=1e-05", "Delta=", "sigma=", "bound: first-order recursion", "constants:",
                  "latency:", rid):
         assert word in res.output, (word, res.output)

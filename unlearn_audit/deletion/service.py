@@ -13,7 +13,7 @@ The noiseless internal state is never persisted on its own. On open it is re-der
 checking every request's recorded state hash before and after; pending requests found on open were never committed,
 hence never released: they are rolled back and reported (``recovered``). A process killed at any moment therefore
 loses nothing and applies nothing twice. Re-sending a request id returns the earlier receipt. One process at a time:
-a lock file beside the ledger is held while a ``DurableUnlearner`` is open.
+a lock on the ledger's folder is held while a ``DurableUnlearner`` is open.
 
 Keep the ledger as secret as the internal state: with the recorded noise seeds and the trained run, anyone can
 subtract the noise from a release.
@@ -39,6 +39,7 @@ from unlearn_audit.deletion.errors import DurableError
 from unlearn_audit.deletion.ledger import AlreadyApplied, Ledger, LedgerEntry
 from unlearn_audit.deletion.requests import check_record_ids, check_request_id, default_request_id, read_request_file
 from unlearn_audit.deletion.trained_run import TrainedRun, find_trained_run, load_trained_run
+from unlearn_audit.pseudonyms import KEY_FILE, new_key, read_or_create_key, request_pseudonym
 
 __all__ = ["DurableUnlearner", "ForgetReceipt", "LEDGER_FILE", "RELEASES_DIR", "forget_from_file", "state_hash"]
 
@@ -116,16 +117,19 @@ class ForgetReceipt:
 # ---------------------------------------------------------------------------------------------------------------------
 # the durable unlearner
 class _FileLock:
-    """An exclusive advisory lock (flock) on ``path``, waited for up to ``timeout`` seconds; freed by the OS when
-    the holding process dies."""
+    """An exclusive advisory lock (flock) on the folder ``path`` (the ledger's: nothing is created to hold it), waited
+    for up to ``timeout`` seconds; freed by the OS when the holding process dies."""
 
-    def __init__(self, path: Path, timeout: float):
+    def __init__(self, path: Path, timeout: float, what: str = "the ledger"):
         try:
             import fcntl
         except ImportError:  # pragma: no cover - non-POSIX: no cross-process lock
             self.fd = None
             return
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        except OSError as exc:
+            raise DurableError(f"{path}: cannot open the run folder ({exc.strerror or exc})") from None
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -135,7 +139,7 @@ class _FileLock:
                 if time.monotonic() >= deadline:
                     os.close(self.fd)
                     self.fd = None
-                    raise DurableError(f"{path}: the ledger is in use by another process") from None
+                    raise DurableError(f"{path}: {what} is in use by another process") from None
                 time.sleep(0.02)
 
     def release(self) -> None:
@@ -162,7 +166,7 @@ class DurableUnlearner:
         self.ledger_path = Path(ledger_path)
         self.verify_hashes = verify_hashes
         self._after_begin = None  # test hook: called between begin and commit
-        self._lock = _FileLock(Path(str(self.ledger_path) + ".lock"), lock_timeout)
+        self._lock = _FileLock(self.ledger_path.parent, lock_timeout, f"the ledger {self.ledger_path.name}")
         try:
             self.ledger = Ledger(self.ledger_path, base_model_hash=run.digest)
         except BaseException:
@@ -258,7 +262,7 @@ class DurableUnlearner:
             raise DurableError(f"noise_seed must be an integer in [0, 2^63), got {noise_seed!r}")
         union = np.concatenate([self.run.positions(list(self._deleted)), positions])
         cert = self.run.certificate(union)
-        sigma = calibrate(epsilon, delta, cert.sensitivity, mechanism)
+        sigma = calibrate(epsilon, delta, cert.sensitivity, mechanism, finite=True)
         cert_json = {**cert.to_dict(), "epsilon": float(epsilon), "delta": float(delta), "mechanism": mechanism,
                      "sigma": sigma, "request_records": len(ids), "deleted_total": len(union),
                      "requests_total": self._n_applied + 1}
@@ -331,23 +335,40 @@ class DurableUnlearner:
 
 # ---------------------------------------------------------------------------------------------------------------------
 # the `forget` command's library side
+def _remove_release_temporaries(folder: Path) -> None:
+    """Remove the temporary files of releases a killed process was writing (``.<name>.npy.<random>.tmp``). Called
+    while the ledger's lock is held, so no other process is writing one."""
+    if folder.is_dir():
+        for tmp in folder.glob(".*.npy.*"):
+            if tmp.is_file() and not tmp.is_symlink():
+                tmp.unlink(missing_ok=True)
+
+
 def forget_from_file(run_dir, requests_file, *, epsilon: float, delta: float, mechanism: str = "analytic",
                      request_id: str | None = None) -> tuple[ForgetReceipt, Path, list[LedgerEntry]]:
     """One deletion request from a file of record ids, applied to ``run_dir`` through ``run_dir/ledger.sqlite``.
 
     Validates everything that does not need the ledger (file, ε/δ, the trained run and its hashes, unknown ids)
-    before opening it. Writes the released weights to ``run_dir/releases/<request_id>.npy`` (reproduced from the
+    before opening it. The default request id is keyed (:func:`unlearn_audit.pseudonyms.request_pseudonym` under the
+    run folder's ``record_id.key``): the same ids give the same request (re-sending is idempotent), and neither the
+    id nor the release's file name can be recognised without the key. Writes the released weights to
+    ``run_dir/releases/<request_id>.npy`` (reproduced from the
     ledger for a re-sent request whose file is missing). Returns (receipt, release path, pending requests that were
     rolled back on open).
     """
-    ids, file_sha = read_request_file(requests_file)
-    ids = list(check_record_ids(ids))
-    request_id = check_request_id(file_sha if request_id is None else request_id)
+    ids = list(check_record_ids(read_request_file(requests_file)))
+    if request_id is not None:
+        check_request_id(request_id)
     calibrate(epsilon, delta, 1.0, mechanism)
     run_dir = Path(run_dir)
     run = load_trained_run(find_trained_run(run_dir))
     run.positions(ids)
     with DurableUnlearner(run, run_dir / LEDGER_FILE) as du:
+        _remove_release_temporaries(run_dir / RELEASES_DIR)
+        if request_id is None:      # keyed: the release's file name does not tell which records were deleted
+            # (the key is created only for a request that is going to be applied: a refused one writes nothing)
+            fresh = not (run_dir / KEY_FILE).exists() and set(ids) & set(du.deleted_ids)
+            request_id = request_pseudonym(ids, new_key() if fresh else read_or_create_key(run_dir))
         receipt = du.forget(ids, epsilon=epsilon, delta=delta, request_id=request_id, mechanism=mechanism)
         out = run_dir / RELEASES_DIR / f"{request_id}.npy"
         if receipt.released is not None:
