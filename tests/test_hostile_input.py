@@ -1,0 +1,366 @@
+"""The bad-input table (issue 17): the command line used as a careless or hostile user would. Every case must meet the
+promise: exit code 2, exactly one line on stderr naming the problem, and nothing written, changed or deleted (every
+file under the working folder, the run folder and the shadow cache is hashed before and after).
+
+Each row: an id, a setup (files it needs, in the test's own working folder ``tmp_path``), the command line, and a
+piece of the one line that must name the problem. Cases that need a trained run get a copy of a small real one
+(digits, softmax regression). The run happens in-process (click's CliRunner) with the working folder and the cache
+inside ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from unlearn_audit.cli import main
+
+torch.set_num_threads(1)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the trained run every forget/report case starts from
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    from unlearn_audit.data import load_dataset, prepare, split_dataset
+    from unlearn_audit.hfocu import HFOCUUnlearner
+    from unlearn_audit.hfocu.durable import save_trained_run
+    from unlearn_audit.models import build_model
+    from unlearn_audit.training import SGDConfig
+
+    ds = load_dataset("digits")
+    sp = prepare(split_dataset(ds, train_fraction=0.6, test_fraction=0.2, population_fraction=0.2, seed=1,
+                               max_train=120), standardize=True, unit_norm=True)
+    tr = sp.train
+    x, y = torch.as_tensor(tr.x), torch.as_tensor(tr.y, dtype=torch.int64)
+    model = build_model("softmax", tr.feature_shape, ds.n_classes, seed=1)
+    u = HFOCUUnlearner(model, SGDConfig(epochs=2, batch_size=32, lr=0.5, lam=0.01, seed=1)).fit(x, y, tr.ids)
+    out = tmp_path_factory.mktemp("template") / "run"
+    save_trained_run(out / "trained_run", u)
+    (out / "results.json").write_text(json.dumps({"schema_version": "1.0", "verdict": {"status": "pass"},
+                                                  "methods": {}, "attacks": []}))
+    return out, [str(r) for r in tr.ids]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# one row of the table
+@dataclass
+class Case:
+    id: str
+    args: list[str]
+    names: str                                      # a piece of the one error line that names the problem
+    files: dict[str, bytes | str] = field(default_factory=dict)   # written in the working folder before the run
+    setup: Callable[[Path, list[str]], None] | None = None          # extra setup: (working folder, record ids)
+    needs_run: bool = False                         # copy the trained run to ./run first
+    code: int = 2
+    skip_as_root: bool = False
+
+
+def toml(text: str) -> dict[str, str]:
+    return {"c.toml": text}
+
+
+def audit(*extra: str) -> list[str]:
+    return ["audit", "--config", "c.toml", "--out", "out", "--quiet", "--no-pdf", *extra]
+
+
+def _corrupt_ledger_page(wd: Path, ids: list[str]) -> None:
+    from unlearn_audit.hfocu.durable import forget_from_file
+
+    (wd / "first.txt").write_text(ids[0] + "\n")
+    forget_from_file(wd / "run", wd / "first.txt", epsilon=1.0, delta=1e-5)
+    led = wd / "run" / "ledger.sqlite"
+    con = sqlite3.connect(led)
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+    data = bytearray(led.read_bytes())
+    page = 4096
+    for i in range(page, min(len(data), 2 * page)):        # overwrite the second page (the requests table)
+        data[i] = 0xA5
+    led.write_bytes(bytes(data))
+    (wd / "req.txt").write_text(ids[1] + "\n")
+
+
+def _ledger_file(content: bytes):
+    def setup(wd: Path, ids: list[str]) -> None:
+        (wd / "run" / "ledger.sqlite").write_bytes(content)
+        (wd / "req.txt").write_text(ids[0] + "\n")
+    return setup
+
+
+def _forget_once_then(second: Callable[[Path, list[str]], None]):
+    def setup(wd: Path, ids: list[str]) -> None:
+        from unlearn_audit.hfocu.durable import forget_from_file
+
+        (wd / "first.txt").write_text(ids[0] + "\n")
+        forget_from_file(wd / "run", wd / "first.txt", epsilon=1.0, delta=1e-5)
+        second(wd, ids)
+    return setup
+
+
+def _req(text_of_ids: Callable[[list[str]], str], name: str = "req.txt"):
+    def setup(wd: Path, ids: list[str]) -> None:
+        (wd / name).write_text(text_of_ids(ids), encoding="utf-8")
+    return setup
+
+
+def _tamper(rel: str):
+    def setup(wd: Path, ids: list[str]) -> None:
+        p = wd / "run" / rel
+        data = bytearray(p.read_bytes())
+        data[-1] ^= 0xFF
+        p.write_bytes(bytes(data))
+        (wd / "req.txt").write_text(ids[0] + "\n")
+    return setup
+
+
+def _run_folder_with(name: str):
+    def setup(wd: Path, ids: list[str]) -> None:
+        out = wd / "out"
+        out.mkdir()
+        (out / ".unlearn-audit-run").write_text("run\n")
+        (out / "results.json").write_text("{}")
+        (out / name).write_bytes(b"precious")
+    return setup
+
+
+def _nested(depth: int) -> str:
+    return '{"schema_version": "1.0", "verdict": {"status": "pass"}, "methods": {}, "attacks": [], "x": ' \
+        + "[" * depth + "]" * depth + "}"
+
+
+def _scores(content: bytes):
+    def setup(wd: Path, ids: list[str]) -> None:
+        (wd / "run" / "artefacts").mkdir(exist_ok=True)
+        (wd / "run" / "artefacts" / "scores.npz").write_bytes(content)
+    return setup
+
+
+def _csv(rows: list[str], header: str = "a,b,label") -> bytes:
+    return ("\n".join([header, *rows]) + "\n").encode()
+
+
+def _npz_bytes(**arrays) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+SMALL = 'seed = 1\n[training]\nepochs = 2\n'
+CSV_CFG = '[data]\ndataset = "csv"\npath = "d.csv"\n'
+NPZ_CFG = '[data]\ndataset = "npz"\npath = "d.npz"\n'
+
+CASES = [
+    # -- config -------------------------------------------------------------------------------------------------------
+    Case("seed-1e23", audit(), "seed", toml("seed = 100000000000000000000000\n")),
+    Case("lr-1e308", audit(), "training.lr", toml("[training]\nlr = 1e308\n")),
+    Case("lam-1e308", audit(), "training.lam", toml("[training]\nlam = 1e308\n")),
+    Case("hidden-1e12", audit(), "model.hidden", toml('[model]\nkind = "mlp"\nhidden = 1000000000000\n')),
+    Case("epochs-2^63-1", audit(), "training.epochs", toml("[training]\nepochs = 9223372036854775807\n")),
+    Case("batch-size-0", audit(), "training.batch_size", toml("[training]\nbatch_size = 0\n")),
+    Case("batch-size-huge", audit(), "training.batch_size", toml("[training]\nbatch_size = 9223372036854775807\n")),
+    Case("clip-norm-1e308", audit(), "training.clip_norm",
+         toml('[training]\nclip = "per_sample"\nclip_norm = 1e308\n')),
+    Case("unknown-key", audit(), "training.epoch: unknown key", toml("[training]\nepoch = 3\n")),
+    Case("malformed-toml", audit(), "malformed TOML", toml("[training\nepochs = 3\n")),
+    Case("toml-nan", audit(), "training.lr", toml("[training]\nlr = nan\n")),
+    Case("string-for-int", audit(), "training.epochs", toml('[training]\nepochs = "30"\n')),
+    Case("delta-1", audit(), "privacy.delta", toml("[privacy]\ndelta = 1.0\n")),
+    Case("epsilon-0", audit(), "privacy.epsilon", toml("[privacy]\nepsilon = 0.0\n")),
+    Case("epsilon-1e308", audit(), "privacy.epsilon", toml("[privacy]\nepsilon = 1e308\n")),
+    Case("classic-eps-2", audit(), "privacy.mechanism", toml('[privacy]\nmechanism = "classic"\nepsilon = 2.0\n')),
+    Case("fractions-over-1", audit(), "exceeds 1", toml("[data]\ntrain_fraction = 0.6\npopulation_fraction = 0.6\n")),
+    Case("config-missing", ["audit", "--config", "nope.toml", "--out", "out"], "config file not found"),
+    Case("config-not-utf8", audit(), "not a UTF-8", {"c.toml": b"seed = 1\n# \xff\xfe\n"}),
+    Case("sweep-negative", audit(), "audit.sweep_sigmas", toml("[audit]\nsweep_sigmas = [-1.0]\n")),
+    Case("sweep-1e308", audit(), "audit.sweep_sigmas", toml("[audit]\nsweep_sigmas = [1e308]\n")),
+    Case("lira-shadows-1e9", audit(), "audit.lira_shadows", toml("[audit]\nlira_shadows = 1000000000\n")),
+    Case("methods-empty", audit(), "unlearning.methods", toml("[unlearning]\nmethods = []\n")),
+    Case("dataset-unknown", audit(), "data.dataset", toml('[data]\ndataset = "imagenet"\n')),
+    Case("csv-path-missing", audit(), "data.path", toml(CSV_CFG)),
+    Case("forget-file-missing", audit(), "unlearning.forget_file",
+         toml('[unlearning]\nforget_file = "nope.txt"\n')),
+    Case("max-train-1e12", audit(), "data.max_train", toml("[data]\nmax_train = 1000000000000\n")),
+    Case("cns-depth-huge", audit(), "baselines.cns_depth", toml("[baselines]\ncns_depth = 9223372036854775807\n")),
+    # -- data ---------------------------------------------------------------------------------------------------------
+    Case("csv-5-records", audit(), "too few",
+         {**toml(CSV_CFG), "d.csv": _csv(["1,2,0", "2,3,1", "3,4,0", "4,5,1", "5,6,0"])}),
+    Case("csv-non-numeric", audit(), "non-numeric", {**toml(CSV_CFG), "d.csv": _csv(["1,x,0", "2,3,1"])}),
+    Case("csv-nan", audit(), "non-finite", {**toml(CSV_CFG), "d.csv": _csv(["1,nan,0", "2,3,1"])}),
+    Case("csv-duplicate-id", audit(), "duplicate record id",
+         {**toml(CSV_CFG), "d.csv": _csv(["r1,1,2,0", "r1,2,3,1"], "id,a,b,label")}),
+    Case("csv-id-with-newline", audit(), "line break",
+         {**toml(CSV_CFG), "d.csv": _csv(['"r\n1",1,2,0', "r2,2,3,1"], "id,a,b,label")}),
+    Case("csv-id-with-control", audit(), "control character",
+         {**toml(CSV_CFG), "d.csv": _csv(["r\x071,1,2,0", "r2,2,3,1"], "id,a,b,label")}),
+    Case("csv-empty", audit(), "empty CSV", {**toml(CSV_CFG), "d.csv": b""}),
+    Case("csv-ragged", audit(), "fields", {**toml(CSV_CFG), "d.csv": _csv(["1,2,0", "2,1"])}),
+    Case("npz-garbage", audit(), "not an .npz file", {**toml(NPZ_CFG), "d.npz": os.urandom(256)}),
+    Case("npz-object-array", audit(), "object", {**toml(NPZ_CFG), "d.npz": _npz_bytes(
+        x=np.zeros((4, 2)), y=np.array([0, 1, 0, 1]), ids=np.array(["a", 1, None, 2.0], dtype=object))}),
+    Case("npz-missing-y", audit(), "missing array", {**toml(NPZ_CFG), "d.npz": _npz_bytes(x=np.zeros((4, 2)))}),
+    Case("npz-inf", audit(), "non-finite", {**toml(NPZ_CFG), "d.npz": _npz_bytes(
+        x=np.array([[1.0, np.inf], [0, 1]]), y=np.array([0, 1]))}),
+    Case("forget-file-unknown-id", audit(), "not in the training set",
+         {**toml('[unlearning]\nforget_file = "f.txt"\n'), "f.txt": "digits:0\nno-such-record\n"}),
+    # -- --out ----------------------------------------------------------------------------------------------------
+    Case("out-under-a-file", ["audit", "--config", "c.toml", "--out", "afile/sub", "--no-pdf"], "is a file",
+         {**toml(SMALL), "afile": "not a folder"}),
+    Case("out-is-a-file", ["audit", "--config", "c.toml", "--out", "afile", "--no-pdf"], "is a file",
+         {**toml(SMALL), "afile": "not a folder"}),
+    Case("out-read-only", ["audit", "--config", "c.toml", "--out", "ro/out", "--no-pdf"], "cannot write",
+         toml(SMALL), setup=lambda wd, ids: ((wd / "ro").mkdir(), (wd / "ro").chmod(0o555)), skip_as_root=True),
+    Case("out-cwd-empty", ["audit", "--config", "c.toml", "--out", ".", "--no-pdf"], "current folder",
+         toml(SMALL)),
+    Case("out-cwd-force", ["audit", "--config", "c.toml", "--out", ".", "--force", "--no-pdf"], "current folder",
+         {**toml(SMALL), "mine.txt": "keep me"}),
+    Case("out-parent-force", ["audit", "--config", "c.toml", "--out", "..", "--force", "--no-pdf"],
+         "current folder", toml(SMALL)),
+    Case("out-root-force", ["audit", "--config", "c.toml", "--out", "/", "--force", "--no-pdf"], "current folder",
+         toml(SMALL)),
+    Case("out-not-empty", audit(), "not empty", {**toml(SMALL), "out/mine.txt": "keep me"}),
+    Case("out-foreign-force", audit("--force"), "not a run folder", {**toml(SMALL), "out/mine.txt": "keep me"}),
+    Case("out-run-with-ledger-force", audit("--force"), "ledger.sqlite", toml(SMALL),
+         setup=_run_folder_with("ledger.sqlite")),
+    Case("out-run-with-releases-force", audit("--force"), "releases", toml(SMALL),
+         setup=_run_folder_with("releases")),
+    Case("out-empty-string", ["audit", "--config", "c.toml", "--out", ""], "--out", toml(SMALL)),
+    # -- command line -------------------------------------------------------------------------------------------------
+    Case("usage-unknown-option", ["audit", "--bogus"], "No such option"),
+    Case("usage-unknown-command", ["audits"], "No such command"),
+    Case("usage-bad-float", ["calibrate", "--epsilon", "x", "--delta", "1e-5", "--sensitivity", "1"], "--epsilon"),
+    Case("usage-missing-option", ["calibrate", "--epsilon", "1", "--sensitivity", "1"], "--delta"),
+    Case("usage-forget-no-requests", ["forget", "run"], "--requests"),
+    Case("usage-bad-choice", ["calibrate", "--epsilon", "1", "--delta", "1e-5", "--sensitivity", "1",
+                              "--mechanism", "laplace"], "--mechanism"),
+    # -- calibrate ----------------------------------------------------------------------------------------------------
+    Case("calibrate-sensitivity-1e308", ["calibrate", "--epsilon", "1", "--delta", "1e-5", "--sensitivity", "1e308"],
+         "float range"),
+    Case("calibrate-tiny-both", ["calibrate", "--epsilon", "1e-300", "--delta", "1e-320", "--sensitivity", "1e10"],
+         "float range"),
+    Case("calibrate-epsilon-0", ["calibrate", "--epsilon", "0", "--delta", "1e-5", "--sensitivity", "1"], "epsilon"),
+    Case("calibrate-epsilon-nan", ["calibrate", "--epsilon", "nan", "--delta", "1e-5", "--sensitivity", "1"],
+         "epsilon"),
+    Case("calibrate-delta-1", ["calibrate", "--epsilon", "1", "--delta", "1", "--sensitivity", "1"], "delta"),
+    Case("calibrate-sensitivity-neg", ["calibrate", "--epsilon", "1", "--delta", "1e-5", "--sensitivity", "-1"],
+         "sensitivity"),
+    Case("calibrate-classic-eps-2", ["calibrate", "--epsilon", "2", "--delta", "1e-5", "--sensitivity", "1",
+                                     "--mechanism", "classic"], "classic"),
+    # -- report -------------------------------------------------------------------------------------------------------
+    Case("report-missing-folder", ["report", "nope"], "no such run folder"),
+    Case("report-no-results", ["report", "empty"], "no results.json", setup=lambda wd, ids: (wd / "empty").mkdir()),
+    Case("report-malformed-json", ["report", "run", "--no-pdf"], "not valid JSON", needs_run=True,
+         setup=lambda wd, ids: (wd / "run" / "results.json").write_text("{nope")),
+    Case("report-deeply-nested", ["report", "run", "--no-pdf"], "nested", needs_run=True,
+         setup=lambda wd, ids: (wd / "run" / "results.json").write_text(_nested(100_000))),
+    Case("report-schema-2", ["report", "run", "--no-pdf"], "schema_version", needs_run=True,
+         setup=lambda wd, ids: (wd / "run" / "results.json").write_text(
+             '{"schema_version": "2.0", "verdict": {}, "methods": {}, "attacks": []}')),
+    Case("report-garbage-scores", ["report", "run", "--no-pdf"], "scores", needs_run=True,
+         setup=_scores(os.urandom(300))),
+    Case("report-truncated-scores", ["report", "run", "--no-pdf"], "scores", needs_run=True,
+         setup=_scores(b"PK\x03\x04 truncated")),
+    # -- forget -------------------------------------------------------------------------------------------------------
+    Case("forget-requests-missing", ["forget", "run", "--requests", "nope.txt"], "nope.txt", needs_run=True),
+    Case("forget-requests-empty", ["forget", "run", "--requests", "req.txt"], "names no record ids",
+         needs_run=True, setup=_req(lambda ids: "\n\n")),
+    Case("forget-requests-binary", ["forget", "run", "--requests", "req.txt"], "UTF-8", needs_run=True,
+         setup=lambda wd, ids: (wd / "req.txt").write_bytes(b"\xff\xfe\x00\x01")),
+    Case("forget-unknown-id", ["forget", "run", "--requests", "req.txt"], "unknown record id", needs_run=True,
+         setup=_req(lambda ids: "digits:99999\n")),
+    Case("forget-duplicate-id", ["forget", "run", "--requests", "req.txt"], "twice", needs_run=True,
+         setup=_req(lambda ids: f"{ids[0]}\n{ids[0]}\n")),
+    Case("forget-bad-request-id", ["forget", "run", "--requests", "req.txt", "--request-id", "../x"],
+         "request id", needs_run=True, setup=_req(lambda ids: f"{ids[0]}\n")),
+    Case("forget-epsilon-0", ["forget", "run", "--requests", "req.txt", "--epsilon", "0"], "epsilon",
+         needs_run=True, setup=_req(lambda ids: f"{ids[0]}\n")),
+    Case("forget-delta-0", ["forget", "run", "--requests", "req.txt", "--delta", "0"], "delta",
+         needs_run=True, setup=_req(lambda ids: f"{ids[0]}\n")),
+    Case("forget-no-trained-run", ["forget", "empty", "--requests", "req.txt"], "not a trained run",
+         setup=lambda wd, ids: ((wd / "empty").mkdir(), (wd / "req.txt").write_text("digits:1\n"))),
+    Case("forget-tampered-weights", ["forget", "run", "--requests", "req.txt"], "weights.npy", needs_run=True,
+         setup=_tamper("trained_run/weights.npy")),
+    Case("forget-tampered-approximators", ["forget", "run", "--requests", "req.txt"], "approximators.npy",
+         needs_run=True, setup=_tamper("trained_run/approximators.npy")),
+    Case("forget-ledger-garbage", ["forget", "run", "--requests", "req.txt"], "ledger", needs_run=True,
+         setup=_ledger_file(os.urandom(8192))),
+    Case("forget-ledger-corrupted-page", ["forget", "run", "--requests", "req.txt"], "ledger", needs_run=True,
+         setup=_corrupt_ledger_page),
+    Case("forget-already-deleted", ["forget", "run", "--requests", "again.txt"], "already deleted", needs_run=True,
+         setup=_forget_once_then(lambda wd, ids: (wd / "again.txt").write_text(f"{ids[0]}\n{ids[1]}\n"))),
+    Case("forget-jsonl-malformed", ["forget", "run", "--requests", "req.jsonl"], "line 2", needs_run=True,
+         setup=_req(lambda ids: json.dumps(ids[0]) + "\n{not json\n", "req.jsonl")),
+    Case("forget-jsonl-not-a-string", ["forget", "run", "--requests", "req.jsonl"], "line 1", needs_run=True,
+         setup=_req(lambda ids: "17\n", "req.jsonl")),
+    Case("forget-id-with-control", ["forget", "run", "--requests", "req.jsonl"], "control character",
+         needs_run=True, setup=_req(lambda ids: json.dumps(ids[0] + "\u0007") + "\n", "req.jsonl")),
+]
+
+
+def snapshot(*roots: Path) -> dict[str, str]:
+    """Every file and folder under the roots: path -> sha256 of the content (or 'dir'), with the mode."""
+    out = {}
+    for root in roots:
+        if not root.exists():
+            continue
+        for dirpath, dirnames, filenames in os.walk(root):
+            d = Path(dirpath)
+            out[str(d)] = f"dir {stat.S_IMODE(d.stat().st_mode):o}"
+            for f in filenames:
+                p = d / f
+                out[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest() if not p.is_symlink() else "link"
+    return out
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(case: Case, tmp_path, monkeypatch, template):
+    if case.skip_as_root and os.geteuid() == 0:
+        pytest.skip("root ignores folder permissions")
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("UNLEARN_AUDIT_CACHE_DIR", str(cache))
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))       # an internal error would leave its traceback there
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.chdir(wd)
+    src, ids = template
+    if case.needs_run:
+        shutil.copytree(src, wd / "run")
+    for name, content in case.files.items():
+        p = wd / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(content) if isinstance(content, bytes) else p.write_text(content, encoding="utf-8")
+    if case.setup is not None:
+        case.setup(wd, ids)
+    before = snapshot(tmp_path)
+    res = CliRunner().invoke(main, case.args)
+    after = snapshot(tmp_path)
+    lines = res.stderr.splitlines()
+    assert res.exit_code == case.code, (res.exit_code, res.stderr, res.stdout, repr(res.exception))
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
+    assert case.names in lines[0], lines[0]
+    assert res.stdout == "", res.stdout
+    changed = sorted(set(before.items()) ^ set(after.items()))
+    assert not changed, changed
+    assert not list((tmp_path / "tmp").iterdir())
+
+
+def test_table_size():
+    """The issue asks for at least 60 cases across config, command line, data, request files, run folders, report
+    and calibrate."""
+    assert len(CASES) >= 60
+    assert len({c.id for c in CASES}) == len(CASES)
