@@ -36,7 +36,7 @@ torch.set_num_threads(1)
 def template(tmp_path_factory):
     from unlearn_audit.data import load_dataset, prepare, split_dataset
     from unlearn_audit.hfocu import HFOCUUnlearner
-    from unlearn_audit.hfocu.durable import save_trained_run
+    from unlearn_audit.deletion import save_trained_run
     from unlearn_audit.models import build_model
     from unlearn_audit.training import SGDConfig
 
@@ -77,7 +77,7 @@ def audit(*extra: str) -> list[str]:
 
 
 def _corrupt_ledger_page(wd: Path, ids: list[str]) -> None:
-    from unlearn_audit.hfocu.durable import forget_from_file
+    from unlearn_audit.deletion import forget_from_file
 
     (wd / "first.txt").write_text(ids[0] + "\n")
     forget_from_file(wd / "run", wd / "first.txt", epsilon=1.0, delta=1e-5)
@@ -102,7 +102,7 @@ def _ledger_file(content: bytes):
 
 def _forget_once_then(second: Callable[[Path, list[str]], None]):
     def setup(wd: Path, ids: list[str]) -> None:
-        from unlearn_audit.hfocu.durable import forget_from_file
+        from unlearn_audit.deletion import forget_from_file
 
         (wd / "first.txt").write_text(ids[0] + "\n")
         forget_from_file(wd / "run", wd / "first.txt", epsilon=1.0, delta=1e-5)

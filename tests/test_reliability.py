@@ -276,7 +276,7 @@ def trained(tmp_path_factory):
 
     from unlearn_audit.data import load_dataset, prepare, split_dataset
     from unlearn_audit.hfocu import HFOCUUnlearner
-    from unlearn_audit.hfocu.durable import save_trained_run
+    from unlearn_audit.deletion import save_trained_run
     from unlearn_audit.models import build_model
     from unlearn_audit.training import SGDConfig
 
@@ -337,7 +337,7 @@ def test_jsonl_requests_delete_the_same_records(run_dir, tmp_path):
     req.write_text(json.dumps(ids[2]) + "\n\n" + json.dumps(ids[3]) + "\n")
     res = CliRunner().invoke(main, ["forget", str(run), "--requests", str(req)])
     assert res.exit_code == 0, res.output
-    from unlearn_audit.hfocu.durable import DurableUnlearner
+    from unlearn_audit.deletion import DurableUnlearner
 
     with DurableUnlearner.open(run) as du:
         assert sorted(du.deleted_ids) == sorted(ids[2:4])

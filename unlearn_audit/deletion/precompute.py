@@ -93,11 +93,19 @@ def loopback_interface() -> str | None:
 
 
 def check_out_dir(out: Path, force: bool) -> None:
-    """An output folder must be empty (or absent) unless ``force``."""
+    """An output folder must be empty (or absent) unless ``force`` (which replaces only this command's own files),
+    and writable, not under a file, not the current folder or one of its ancestors (checked before any work)."""
+    from unlearn_audit.outputs import OutputDirError, check_output_path
+
     if out.exists() and not out.is_dir():
         raise DistributedError(f"--out {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise DistributedError(f"--out {out} is not empty (pass --force to replace a previous precompute)")
+    if not (out.is_dir() and any(out.iterdir())):
+        try:
+            check_output_path(out, force=False)
+        except OutputDirError as err:
+            raise DistributedError(str(err)) from None
 
 
 def _clear_out_dir(out: Path) -> None:
