@@ -66,6 +66,7 @@ class Case:
     needs_run: bool = False                         # copy the trained run to ./run first
     code: int = 2
     skip_as_root: bool = False
+    cwd: str = ""                                   # run in this subfolder of the working folder
 
 
 def toml(text: str) -> dict[str, str]:
@@ -91,6 +92,72 @@ def _corrupt_ledger_page(wd: Path, ids: list[str]) -> None:
         data[i] = 0xA5
     led.write_bytes(bytes(data))
     (wd / "req.txt").write_text(ids[1] + "\n")
+
+
+def _two_requests_then(tamper: Callable[[Path, list[str]], None]):
+    """Two real deletion requests through the command's library side, then ``tamper(wd, ids)``; the case then asks
+    for a third deletion (``req.txt``)."""
+    def setup(wd: Path, ids: list[str]) -> None:
+        from unlearn_audit.deletion import forget_from_file
+
+        for k in (0, 1):
+            (wd / f"r{k}.txt").write_text(ids[k] + "\n")
+            forget_from_file(wd / "run", wd / f"r{k}.txt", epsilon=1.0, delta=1e-5)
+        (wd / "req.txt").write_text(ids[2] + "\n")
+        tamper(wd, ids)
+    return setup
+
+
+def _sql(*statements: str):
+    def tamper(wd: Path, ids: list[str]) -> None:
+        con = sqlite3.connect(wd / "run" / "ledger.sqlite")
+        con.execute("PRAGMA foreign_keys=ON")          # a careful forger deletes the record claims too
+        with con:
+            for st in statements:
+                con.execute(st)
+        con.close()
+    return tamper
+
+
+def _truncate(wd: Path, ids: list[str]) -> None:
+    (wd / "run" / "ledger.sqlite").write_bytes(b"")
+
+
+def _delete_ledger_and_anchor(wd: Path, ids: list[str]) -> None:
+    (wd / "run" / "ledger.sqlite").unlink()
+    (wd / "run" / "trained_run" / "ledger_head.json").unlink()
+
+
+def _restore_older_copy(wd: Path, ids: list[str]) -> None:
+    """The ledger as it was after the first request (a backup restored over the current one)."""
+    import shutil as _sh
+
+    _sh.copy(wd / "older.sqlite", wd / "run" / "ledger.sqlite")
+
+
+def _two_requests_with_backup_between(wd: Path, ids: list[str]) -> None:
+    from unlearn_audit.deletion import forget_from_file
+
+    (wd / "r0.txt").write_text(ids[0] + "\n")
+    forget_from_file(wd / "run", wd / "r0.txt", epsilon=1.0, delta=1e-5)
+    import shutil as _sh
+
+    _sh.copy(wd / "run" / "ledger.sqlite", wd / "older.sqlite")
+    (wd / "r1.txt").write_text(ids[1] + "\n")
+    forget_from_file(wd / "run", wd / "r1.txt", epsilon=1.0, delta=1e-5)
+    (wd / "req.txt").write_text(ids[2] + "\n")
+    _restore_older_copy(wd, ids)
+
+
+def _shorten_and_reanchor(wd: Path, ids: list[str]) -> None:
+    """Delete the last request and rewrite the anchor to match: only the releases still tell."""
+    _sql("DELETE FROM requests WHERE applied_seq = 2")(wd, ids)
+    anchor = wd / "run" / "trained_run" / "ledger_head.json"
+    a = json.loads(anchor.read_text())
+    con = sqlite3.connect(wd / "run" / "ledger.sqlite")
+    a["n_applied"], a["head"] = 1, con.execute("SELECT chain FROM requests WHERE applied_seq = 1").fetchone()[0]
+    con.close()
+    anchor.write_text(json.dumps(a))
 
 
 def _ledger_file(content: bytes):
@@ -228,10 +295,14 @@ CASES = [
          toml(SMALL)),
     Case("out-cwd-force", ["audit", "--config", "c.toml", "--out", ".", "--force", "--no-pdf"], "current folder",
          {**toml(SMALL), "mine.txt": "keep me"}),
+    # ancestors of the current folder, inside the test's own folder only: never point a hostile case at "/" (code
+    # without the check deletes whatever --out names)
     Case("out-parent-force", ["audit", "--config", "c.toml", "--out", "..", "--force", "--no-pdf"],
-         "current folder", toml(SMALL)),
-    Case("out-root-force", ["audit", "--config", "c.toml", "--out", "/", "--force", "--no-pdf"], "current folder",
-         toml(SMALL)),
+         "current folder", {"a/b/c.toml": SMALL, "a/mine.txt": "keep me"}, cwd="a/b"),
+    Case("out-grandparent-force", ["audit", "--config", "c.toml", "--out", "../..", "--force", "--no-pdf"],
+         "current folder", {"a/b/c.toml": SMALL, "mine.txt": "keep me"}, cwd="a/b"),
+    Case("out-ancestor-absolute", ["audit", "--config", "c.toml", "--out", "{wd}", "--force", "--no-pdf"],
+         "current folder", {"a/b/c.toml": SMALL}, cwd="a/b"),
     Case("out-not-empty", audit(), "not empty", {**toml(SMALL), "out/mine.txt": "keep me"}),
     Case("out-foreign-force", audit("--force"), "not a run folder", {**toml(SMALL), "out/mine.txt": "keep me"}),
     Case("out-run-with-ledger-force", audit("--force"), "ledger.sqlite", toml(SMALL),
@@ -336,7 +407,6 @@ def test_bad_input(case: Case, tmp_path, monkeypatch, template):
     monkeypatch.setenv("UNLEARN_AUDIT_CACHE_DIR", str(cache))
     monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))       # an internal error would leave its traceback there
     (tmp_path / "tmp").mkdir()
-    monkeypatch.chdir(wd)
     src, ids = template
     if case.needs_run:
         shutil.copytree(src, wd / "run")
@@ -346,8 +416,12 @@ def test_bad_input(case: Case, tmp_path, monkeypatch, template):
         p.write_bytes(content) if isinstance(content, bytes) else p.write_text(content, encoding="utf-8")
     if case.setup is not None:
         case.setup(wd, ids)
+    (wd / case.cwd).mkdir(parents=True, exist_ok=True)
+    monkeypatch.chdir(wd / case.cwd)
+    args = [a.replace("{wd}", str(wd)) for a in case.args]
+    assert not any(a.strip() == "/" for a in args), "never aim a hostile case at the root folder"
     before = snapshot(tmp_path)
-    res = CliRunner().invoke(main, case.args)
+    res = CliRunner().invoke(main, args)
     after = snapshot(tmp_path)
     lines = res.stderr.splitlines()
     assert res.exit_code == case.code, (res.exit_code, res.stderr, res.stdout, repr(res.exception))

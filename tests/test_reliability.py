@@ -355,3 +355,4 @@ def test_dataset_refuses_ids_with_line_breaks_at_load(tmp_path):
         with pytest.raises(DataError, match=why):
             Dataset(x=np.zeros((2, 1), np.float32), y=np.array([0, 1]), ids=np.array([rid, "ok"]), name="t",
                     class_names=["0", "1"])
+
