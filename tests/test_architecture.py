@@ -16,6 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # design decision: add it here and to docs/architecture.md, pointing down the layers, never up.
 ALLOWED: dict[str, set[str]] = {
     "common": set(),
+    "outputs": set(),                                     # output folders written all at once (audit, precompute)
+    "pseudonyms": set(),                                  # keyed record-id hashes; the key stays in the run folder
     "data": {"common"},
     "config": {"data", "common"},                         # dataset names are validated against the registry
     "models": {"common"},
@@ -25,10 +27,11 @@ ALLOWED: dict[str, set[str]] = {
     "hfocu": {"certify", "models", "training", "common"},
     "baselines": {"certify", "hfocu", "models", "training", "common"},
     "inputs": {"config", "data", "models", "training"},
-    "deletion": {"certify", "hfocu", "inputs", "config", "data", "models", "training", "common"},
+    "deletion": {"certify", "hfocu", "inputs", "config", "data", "models", "training", "common", "outputs",
+                 "pseudonyms"},
     "report": {"stats", "config", "common"},
     "audit": {"deletion", "hfocu", "certify", "baselines", "stats", "report", "inputs", "config", "data", "models",
-              "training", "common", "__init__"},
+              "training", "common", "outputs", "pseudonyms", "__init__"},
     "cli": {"audit", "deletion", "hfocu", "certify", "report", "config", "data", "models"},
     "__init__": set(),
 }
