@@ -39,6 +39,7 @@ import time
 import traceback
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -163,7 +164,7 @@ class EpochWeightsCheck:
 # -- one rank -----------------------------------------------------------------------------------------------------
 def precompute_rank(cfg, out, *, store_dtype: str = "float32", chunk_rows: int | None = None, force: bool = False,
                     layout: str = "auto", recursion_chunk: int | None = None, device_note: str | None = None,
-                    log=None) -> dict:
+                    log=None) -> dict[str, Any]:
     """The work of one rank, inside an initialised process group (gloo: CPU; nccl: the current CUDA device).
 
     ``layout``: as the unlearner's (:func:`~unlearn_audit.hfocu.layouts.make_layout`; ``auto`` picks the same way),
@@ -255,7 +256,7 @@ def precompute_rank(cfg, out, *, store_dtype: str = "float32", chunk_rows: int |
                "replay_seconds": replay_seconds, "write_seconds": write_seconds, "hvp_count": hvps,
                "epoch_checks": check.checked + 1, "chunks": n_chunks}
     ranks = _gather(summary)
-    err, info = None, None
+    err, info = None, summary
     if rank == 0:
         try:
             manifest = ApproximatorStore.assemble(out / STORE_DIR, ids=inp.ids.tolist())
@@ -278,7 +279,7 @@ def precompute_rank(cfg, out, *, store_dtype: str = "float32", chunk_rows: int |
         except (StoreError, OSError, TrainedRunError, ValueError) as e:
             err = str(e)
     agree(err, "writing the trained run")
-    return info if rank == 0 else summary
+    return info
 
 
 # -- launching ----------------------------------------------------------------------------------------------------

@@ -92,6 +92,7 @@ class TrainedRun:
         ids = np.asarray(record_ids)
         if w.ndim != 1 or w.dtype not in (np.float32, np.float64) or not np.all(np.isfinite(w)):
             raise TrainedRunError(f"weights must be a finite float32/float64 vector, got shape {w.shape} {w.dtype}")
+        a: Approximators
         if isinstance(approximators, ApproximatorStore):
             a = approximators
             if a.d != w.shape[0]:

@@ -71,7 +71,7 @@ def measured_constants(model: FunctionalModel, sgd: SGDConfig, curvature: str, x
     for w, _, _, _ in probe.samples:
         ctx = op.prepare(w, x, y)
         gmax = max(gmax, float(op.per_sample_grads(ctx).norm(dim=1).max()))
-    if sgd.clip == "per_sample":
+    if sgd.clip == "per_sample" and sgd.clip_norm is not None:          # SGDConfig requires the norm with clipping
         gmax = min(gmax, float(sgd.clip_norm))
     k = len(probe.samples)
     return RecursionConstants(

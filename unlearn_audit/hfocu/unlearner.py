@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import TYPE_CHECKING, Callable, Literal
 
 import numpy as np
 import torch
@@ -31,6 +31,9 @@ from unlearn_audit.hfocu.recursion import Order
 from unlearn_audit.models import FunctionalModel
 from unlearn_audit.models.functional import weights_hash
 from unlearn_audit.training import SGDConfig, TrainResult, resolve_device, train_sgd
+
+if TYPE_CHECKING:
+    from unlearn_audit.hfocu.store import ApproximatorStore
 
 Mode = Literal["all", "candidates", "replay"]
 LayoutName = Literal["auto", "time_outer", "chunk_outer"]
@@ -81,7 +84,7 @@ class HFOCUUnlearner:
         self.curvature, self.order, self.dtype, self.chunk_size = curvature, order, dtype, chunk_size
         self.layout, self.device = layout, resolve_device(device)
         self.store_path, self.store_dtype = store_path, store_dtype
-        self.store_ = None
+        self.store_: ApproximatorStore | None = None
 
     def _resolved_layout(self) -> str:
         return resolve_layout("replay" if self.mode == "replay" else self.layout, self.model, self.sgd,
@@ -150,6 +153,8 @@ class HFOCUUnlearner:
         """Σ of the approximators in the given rows (memory or store)."""
         if self.store_ is not None:
             return self.store_.sum_rows(rows, dtype=torch.float64).to(self.state_.dtype)
+        if self.approximators_ is None:
+            raise UnlearningError("this unlearner keeps no approximators (replay mode)")
         return self.approximators_[torch.as_tensor(rows)].sum(0).to(self.state_.dtype)
 
     def storage_bytes(self) -> int:
