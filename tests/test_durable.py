@@ -256,7 +256,8 @@ def test_real_sigkill_between_begin_and_commit(run_dir):
         assert r.applied_now and r.applied_seq == 2
         assert not du.forget(ids[2:5], epsilon=1.0, delta=1e-5, request_id="killed").applied_now
         assert np.allclose(du.noiseless_state(), expected_state(du.run, ids[0:5]).numpy(), atol=1e-6, rtol=0)
-    cert = json.loads(dump(run_dir / "ledger.sqlite")[0][-1][-1])
+    with Ledger(run_dir / "ledger.sqlite") as led:
+        cert = led.applied()[-1].certificate
     assert cert["deleted_total"] == 5 and cert["epsilon"] == 1.0
 
 

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from unlearn_audit.certify import recursion_certificate
-from unlearn_audit.deletion.ledger import AlreadyApplied, Ledger, LedgerEntry, LedgerError
+from unlearn_audit.deletion.ledger import SCHEMA_VERSION, AlreadyApplied, Ledger, LedgerEntry, LedgerError
 from unlearn_audit.training.schedule import Schedule
 
 
@@ -166,7 +166,7 @@ def test_wal_and_synchronous_full(tmp_path):
     raw = sqlite3.connect(path)
     try:  # WAL is persistent in the file itself
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     finally:
         raw.close()
 
@@ -317,3 +317,22 @@ def test_kill_during_commit_loop(tmp_path):
             assert len(applied) >= 1
             next_start = n
     assert next_start > 4  # the loop really ran between kills
+
+
+def test_a_version_1_ledger_gets_its_hash_chain_on_first_open(tmp_path):
+    """Ledgers written before the hash chain (schema 1) are chained once, in applied order, when first opened."""
+    path = tmp_path / "v1.db"
+    with Ledger(path, base_model_hash="base") as led:
+        for k in range(2):
+            led.begin(f"r{k}", [f"id{k}"], "hfocu")
+            led.commit(f"r{k}", sigma=1.0, noise_seed=k)
+        chained = [e.chain for e in led.applied()]
+    raw = sqlite3.connect(path)
+    with raw:
+        raw.execute("ALTER TABLE requests DROP COLUMN chain")
+        raw.execute("PRAGMA user_version=1")
+    raw.close()
+    with Ledger(path, base_model_hash="base") as led:
+        assert [e.chain for e in led.applied()] == chained
+        led.verify()
+        assert led.head() == (2, chained[-1])

@@ -308,8 +308,10 @@ def test_release_name_does_not_reveal_the_request(run_dir, tmp_path):
     req.write_text(ids[0] + "\n")
     res = CliRunner().invoke(main, ["forget", str(run), "--requests", str(req)])
     assert res.exit_code == 0, res.output
-    names = [p.name for p in (run / "releases").iterdir()]
+    names = [p.name for p in (run / "releases").glob("*.npy")]
     assert len(names) == 1
+    meta = json.loads((run / "releases" / names[0].replace(".npy", ".json")).read_text())
+    assert not any(r in json.dumps(meta) for r in ids), "the release metadata names no record"
     guessable = {hashlib.sha256(f"{r}\n".encode()).hexdigest() for r in ids}
     guessable |= {hashlib.sha256(r.encode()).hexdigest() for r in ids}
     assert not {n.removesuffix(".npy") for n in names} & guessable
@@ -328,7 +330,7 @@ def test_release_temporaries_of_a_killed_forget_are_removed(run_dir, tmp_path):
     res = CliRunner().invoke(main, ["forget", str(run), "--requests", str(req)])
     assert res.exit_code == 0, res.output
     assert not stale.exists()
-    assert [p.name.startswith(".") for p in (run / "releases").iterdir()] == [False]
+    assert not [p.name for p in (run / "releases").iterdir() if p.name.startswith(".")]
 
 
 def test_jsonl_requests_delete_the_same_records(run_dir, tmp_path):
@@ -356,3 +358,53 @@ def test_dataset_refuses_ids_with_line_breaks_at_load(tmp_path):
             Dataset(x=np.zeros((2, 1), np.float32), y=np.array([0, 1]), ids=np.array([rid, "ok"]), name="t",
                     class_names=["0", "1"])
 
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the tamper-evident ledger: crash safety kept
+def test_a_commit_whose_anchoring_was_interrupted_is_recovered(run_dir, tmp_path):
+    """A kill between the ledger's commit and the anchor's update leaves the anchor one request behind: that is a
+    crash, not tampering, so the next open re-anchors (the chain prefix matches) and serves the next request."""
+    from unlearn_audit.deletion import DurableUnlearner
+    from unlearn_audit.deletion.service import ANCHOR_FILE
+
+    run, ids = run_dir
+    for k in (0, 1):
+        (tmp_path / f"r{k}.txt").write_text(ids[k] + "\n")
+        assert CliRunner().invoke(main, ["forget", str(run), "--requests", str(tmp_path / f"r{k}.txt")]).exit_code == 0
+    anchor = run / "trained_run" / ANCHOR_FILE
+    a = json.loads(anchor.read_text())
+    assert a["n_applied"] == 2
+    with DurableUnlearner.open(run) as du:
+        first = du.ledger.chain_at(1)
+        assert (du.ledger.head() == (2, a["head"]))
+    anchor.write_text(json.dumps({**a, "n_applied": 1, "head": first}))        # as if killed before anchoring #2
+    (tmp_path / "r2.txt").write_text(ids[2] + "\n")
+    res = CliRunner().invoke(main, ["forget", str(run), "--requests", str(tmp_path / "r2.txt")])
+    assert res.exit_code == 0, res.output
+    assert json.loads(anchor.read_text())["n_applied"] == 3
+    meta = sorted((run / "releases").glob("*.json"))
+    assert len(meta) == 3 and sorted(json.loads(m.read_text())["applied_seq"] for m in meta) == [1, 2, 3]
+
+
+def test_chain_covers_every_applied_row(tmp_path):
+    from unlearn_audit.deletion import Ledger, LedgerError
+    from unlearn_audit.deletion.ledger import chain_link, genesis
+
+    with Ledger(tmp_path / "l.sqlite", base_model_hash="base") as led:
+        for k in range(3):
+            led.begin(f"r{k}", [f"id{k}"], "hfocu", model_hash_before=f"h{k}")
+            led.commit(f"r{k}", model_hash_after=f"h{k + 1}", sigma=1.0, noise_seed=k, certificate={"k": k},
+                       latency_ms=1.0)
+        prev = genesis("base")
+        for e in led.applied():
+            prev = chain_link(prev, e)
+            assert e.chain == prev
+        assert led.head() == (3, prev)
+        led.verify()
+    con = __import__("sqlite3").connect(tmp_path / "l.sqlite")
+    with con:
+        con.execute("UPDATE requests SET noise_seed = 7 WHERE applied_seq = 2")
+    con.close()
+    with Ledger(tmp_path / "l.sqlite", base_model_hash="base") as led:
+        with pytest.raises(LedgerError, match="hash chain"):
+            led.verify()

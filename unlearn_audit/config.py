@@ -382,6 +382,8 @@ def load_config(path: str | Path | None) -> AuditConfig:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{p}: malformed TOML: {err}") from None
+    except RecursionError:
+        raise ConfigError(f"{p}: TOML nested too deeply (an audit config nests two levels)") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{p}: not a UTF-8 text file") from None
     return config_from_dict(data)

@@ -26,11 +26,20 @@ to the state re-derived from the applied requests and then ``commit`` it, or ``r
 does all); it was never released, so nothing is lost and nothing is applied twice. A process killed between begin
 and commit leaves exactly such a pending row.
 
+Tamper evidence. Every applied row carries ``chain`` = SHA-256 over the previous applied row's chain and this row's
+content (request id, record ids, method, order, time, σ, noise seed, state hashes, latency, certificate); the first
+link starts from a genesis value derived from the base model hash. ``head()`` gives (number applied, last chain
+value): the deletion service anchors it outside the ledger (in the trained run and in each release's metadata), so a
+ledger truncated to 0 bytes, shortened by its last rows, replaced by an older copy or edited row by row no longer
+matches its anchors. ``verify()`` recomputes the chain.
+
 Errors are ``LedgerError`` (a ``ValueError``) with one-line messages naming the request or record.
 """
 
 from __future__ import annotations
 
+import hashlib
+import dataclasses
 import json
 import math
 import sqlite3
@@ -42,9 +51,9 @@ from typing import Sequence
 
 from unlearn_audit.common import check_record_ids
 
-__all__ = ["AlreadyApplied", "Ledger", "LedgerEntry", "LedgerError", "SCHEMA_VERSION"]
+__all__ = ["AlreadyApplied", "Ledger", "LedgerEntry", "LedgerError", "SCHEMA_VERSION", "chain_link", "genesis"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2          # 2: the hash chain (column `chain`)
 _CHUNK = 500  # SQL variables per IN (...) query
 
 _SCHEMA = """
@@ -67,6 +76,7 @@ CREATE TABLE IF NOT EXISTS requests (
     model_hash_after  TEXT,
     latency_ms        REAL,
     certificate       TEXT,
+    chain             TEXT,
     CHECK ((status = 'pending' AND applied_at IS NULL AND applied_seq IS NULL)
         OR (status = 'applied' AND applied_at IS NOT NULL AND applied_seq IS NOT NULL))
 );
@@ -78,7 +88,7 @@ CREATE INDEX IF NOT EXISTS request_records_by_request ON request_records(request
 """
 
 _COLUMNS = ("seq, request_id, record_ids, method, status, created_at, applied_at, applied_seq, sigma, noise_seed, "
-            "model_hash_before, model_hash_after, latency_ms, certificate")
+            "model_hash_before, model_hash_after, latency_ms, certificate, chain")
 
 
 class LedgerError(ValueError):
@@ -110,6 +120,7 @@ class LedgerEntry:
         seq: order in which requests were begun. applied_seq: order of application (None while pending).
         record_ids: the record ids, in the order given. status: 'pending' or 'applied'.
         created_at / applied_at: UTC ISO-8601 timestamps. certificate: the stored JSON, parsed (or None).
+        chain: the hash-chain value of an applied request (None while pending).
     """
 
     seq: int
@@ -126,6 +137,7 @@ class LedgerEntry:
     model_hash_after: str | None
     latency_ms: float | None
     certificate: dict | None
+    chain: str | None = None
 
     @property
     def applied(self) -> bool:
@@ -146,6 +158,19 @@ class AlreadyApplied:
     @property
     def request_id(self) -> str:
         return self.entry.request_id
+
+
+def genesis(base_model_hash: str | None) -> str:
+    """The chain value before the first applied request: tied to the base model the ledger belongs to."""
+    return hashlib.sha256(f"unlearn-audit/ledger-genesis:{base_model_hash or ''}".encode()).hexdigest()
+
+
+def chain_link(previous: str, entry: "LedgerEntry") -> str:
+    """The chain value of an applied request: SHA-256 of the previous value and the request's recorded content."""
+    content = [previous, entry.request_id, list(entry.record_ids), entry.method, entry.applied_seq, entry.applied_at,
+               entry.sigma, entry.noise_seed, entry.model_hash_before, entry.model_hash_after, entry.latency_ms,
+               entry.certificate]
+    return hashlib.sha256(json.dumps(content, sort_keys=True, allow_nan=False).encode()).hexdigest()
 
 
 def _now() -> str:
@@ -244,6 +269,9 @@ class Ledger:
             for stmt in _SCHEMA.split(";"):
                 if stmt.strip():
                     c.execute(stmt)
+            if "chain" not in {r[1] for r in c.execute("PRAGMA table_info(requests)")}:   # a version-1 ledger
+                c.execute("ALTER TABLE requests ADD COLUMN chain TEXT")
+                self._rechain(c)
             c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             row = c.execute("SELECT value FROM meta WHERE key='base_model_hash'").fetchone()
             if base_model_hash is not None:
@@ -251,6 +279,14 @@ class Ledger:
                     c.execute("INSERT INTO meta(key, value) VALUES ('base_model_hash', ?)", (base_model_hash,))
                 elif row[0] != base_model_hash:
                     raise LedgerError(f"ledger {self.path} belongs to base model {row[0]}, not {base_model_hash}")
+
+    def _rechain(self, c) -> None:
+        """Fill in the chain of a version-1 ledger's applied rows (once, when it is first opened by version 2)."""
+        row = c.execute("SELECT value FROM meta WHERE key='base_model_hash'").fetchone()
+        prev = genesis(None if row is None else row[0])
+        for r in c.execute(f"SELECT {_COLUMNS} FROM requests WHERE status='applied' ORDER BY applied_seq").fetchall():
+            prev = chain_link(prev, self._entry(r))
+            c.execute("UPDATE requests SET chain=? WHERE seq=?", (prev, r[0]))
 
     def _current(self, base_model_hash: str | None) -> bool:
         """True when the ledger already has this schema version and base model (checked without writing)."""
@@ -319,12 +355,12 @@ class Ledger:
     @staticmethod
     def _entry(row) -> LedgerEntry:
         (seq, request_id, record_ids, method, status, created_at, applied_at, applied_seq, sigma, noise_seed,
-         hb, ha, latency_ms, certificate) = row
+         hb, ha, latency_ms, certificate, chain) = row
         return LedgerEntry(
             seq=seq, request_id=request_id, record_ids=tuple(json.loads(record_ids)), method=method, status=status,
             created_at=created_at, applied_at=applied_at, applied_seq=applied_seq, sigma=sigma,
             noise_seed=noise_seed, model_hash_before=hb, model_hash_after=ha, latency_ms=latency_ms,
-            certificate=None if certificate is None else json.loads(certificate),
+            certificate=None if certificate is None else json.loads(certificate), chain=chain,
         )
 
     def get(self, request_id: str) -> LedgerEntry | None:
@@ -428,19 +464,45 @@ class Ledger:
             noise_seed = int(noise_seed)
         cert_json = _certificate_json(certificate)
         with self._write() as c:
-            row = c.execute("SELECT status FROM requests WHERE request_id=?", (request_id,)).fetchone()
+            row = c.execute(f"SELECT {_COLUMNS} FROM requests WHERE request_id=?", (request_id,)).fetchone()
             if row is None:
                 raise LedgerError(f"unknown request {request_id!r}: begin it first")
-            if row[0] == "applied":
+            pending = self._entry(row)
+            if pending.applied:
                 raise LedgerError(f"request {request_id!r} is already applied")
+            n, prev = self._head(c)
+            applied = dataclasses.replace(
+                pending, status="applied", applied_at=_now(), applied_seq=n + 1, model_hash_after=model_hash_after,
+                sigma=sigma, noise_seed=noise_seed, latency_ms=latency_ms,
+                certificate=None if cert_json is None else json.loads(cert_json))
             c.execute(
-                "UPDATE requests SET status='applied', applied_at=?, "
-                "applied_seq=(SELECT COALESCE(MAX(applied_seq), 0) + 1 FROM requests), "
-                "model_hash_after=?, sigma=?, noise_seed=?, certificate=?, latency_ms=? WHERE request_id=?",
-                (_now(), model_hash_after, sigma, noise_seed, cert_json, latency_ms, request_id),
+                "UPDATE requests SET status='applied', applied_at=?, applied_seq=?, model_hash_after=?, sigma=?, "
+                "noise_seed=?, certificate=?, latency_ms=?, chain=? WHERE request_id=?",
+                (applied.applied_at, applied.applied_seq, model_hash_after, sigma, noise_seed, cert_json, latency_ms,
+                 chain_link(prev, applied), request_id),
             )
             row = c.execute(f"SELECT {_COLUMNS} FROM requests WHERE request_id=?", (request_id,)).fetchone()
         return self._entry(row)
+
+    def _head(self, c) -> tuple[int, str]:
+        row = c.execute("SELECT applied_seq, chain FROM requests WHERE status='applied' "
+                        "ORDER BY applied_seq DESC LIMIT 1").fetchone()
+        if row is None:
+            return 0, genesis(self.base_model_hash)
+        return int(row[0]), str(row[1])
+
+    def head(self) -> tuple[int, str]:
+        """(number of applied requests, chain value of the last one; the genesis value when none): what the
+        deletion service anchors outside the ledger."""
+        return self._head(self._conn)
+
+    def chain_at(self, n: int) -> str | None:
+        """The chain value after the n-th applied request (the genesis value for n = 0; None if there is none)."""
+        if n == 0:
+            return genesis(self.base_model_hash)
+        row = self._conn.execute("SELECT chain FROM requests WHERE status='applied' AND applied_seq=?",
+                                 (int(n),)).fetchone()
+        return None if row is None else row[0]
 
     def rollback(self, request_id: str) -> LedgerEntry:
         """Forget a pending request and release its record ids; returns the removed entry.
@@ -466,7 +528,8 @@ class Ledger:
     # -- integrity -----------------------------------------------------------------------------------------------------
     def verify(self) -> None:
         """Check the ledger: SQLite integrity and foreign keys, record claims matching each request's record ids,
-        applied requests complete and numbered 1..N. Raises ``LedgerError`` naming the first problem."""
+        applied requests complete and numbered 1..N, the hash chain over them intact. Raises ``LedgerError`` naming
+        the first problem."""
         c = self._conn
         res = c.execute("PRAGMA integrity_check").fetchall()
         if res != [("ok",)]:
@@ -487,8 +550,14 @@ class Ledger:
             raise LedgerError("record claims exist for unknown requests")
         if sorted(applied_seqs) != list(range(1, len(applied_seqs) + 1)):
             raise LedgerError("applied requests are not numbered 1..N")
+        prev = genesis(self.base_model_hash)
+        for e in self.applied():
+            prev = chain_link(prev, e)
+            if e.chain != prev:
+                raise LedgerError(f"ledger {self.path}: request {e.request_id!r} (applied #{e.applied_seq}) does not "
+                                  "match the hash chain: the row was modified, swapped or inserted")
 
 
 for _name in ("pragmas", "get", "pending", "applied", "deleted_record_ids", "__len__", "begin", "commit", "rollback",
-              "rollback_pending", "verify"):
+              "rollback_pending", "verify", "head", "chain_at"):
     setattr(Ledger, _name, _database_errors_as_ledger_errors(getattr(Ledger, _name)))

@@ -15,6 +15,15 @@ hence never released: they are rolled back and reported (``recovered``). A proce
 loses nothing and applies nothing twice. Re-sending a request id returns the earlier receipt. One process at a time:
 a lock on the ledger's folder is held while a ``DurableUnlearner`` is open.
 
+History cannot be undone silently. The ledger's rows are hash-chained (:mod:`~unlearn_audit.deletion.ledger`); after
+every commit the chain head (number applied, last chain value) is written to the trained run's folder
+(``ledger_head.json``) and, by :func:`forget_from_file`, into the release's metadata (``releases/<id>.json``). On
+open: a missing or 0-byte ledger where the anchor records deletions, fewer applied requests than the anchor, a chain
+that differs at the anchor, an edited or reordered row, or a release the ledger does not hold at the place its
+metadata names is refused (``DurableError``, one line naming what does not match) before anything is written:
+otherwise deleted records would come back. An anchor one request behind the ledger is a crash between commit and
+anchoring, and is brought up to date.
+
 Keep the ledger as secret as the internal state: with the recorded noise seeds and the trained run, anyone can
 subtract the noise from a release.
 
@@ -23,6 +32,7 @@ subtract the noise from a release.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import secrets
@@ -34,18 +44,21 @@ from pathlib import Path
 import numpy as np
 
 from unlearn_audit.certify import SensitivityCertificate, calibrate, release
-from unlearn_audit.common import array_sha256, atomic_save_npy
+from unlearn_audit.common import array_sha256, atomic_save_npy, atomic_write_text, file_sha256
 from unlearn_audit.deletion.errors import DurableError
 from unlearn_audit.deletion.ledger import AlreadyApplied, Ledger, LedgerEntry
 from unlearn_audit.deletion.requests import check_record_ids, check_request_id, default_request_id, read_request_file
 from unlearn_audit.deletion.trained_run import TrainedRun, find_trained_run, load_trained_run
 from unlearn_audit.pseudonyms import KEY_FILE, new_key, read_or_create_key, request_pseudonym
 
-__all__ = ["DurableUnlearner", "ForgetReceipt", "LEDGER_FILE", "RELEASES_DIR", "forget_from_file", "state_hash"]
+__all__ = ["ANCHOR_FILE", "DurableUnlearner", "ForgetReceipt", "LEDGER_FILE", "RELEASES_DIR", "forget_from_file",
+           "state_hash"]
 
 METHOD = "hfocu"
 LEDGER_FILE = "ledger.sqlite"
 RELEASES_DIR = "releases"
+ANCHOR_FILE = "ledger_head.json"      # in the trained run's folder: the ledger's chain head after every request
+RELEASE_FORMAT = "unlearn-audit/release"
 
 
 def state_hash(state: np.ndarray) -> str:
@@ -80,6 +93,7 @@ class ForgetReceipt:
     model_hash_before: str
     model_hash_after: str
     released: np.ndarray | None = None
+    chain: str | None = None
 
     @property
     def sensitivity(self) -> float:
@@ -91,7 +105,7 @@ class ForgetReceipt:
         return cls(entry.request_id, tuple(entry.record_ids), applied_now, entry.applied_at, entry.applied_seq,
                    float(c.get("epsilon", math.nan)), float(c.get("delta", math.nan)), str(c.get("mechanism", "?")),
                    float(entry.sigma), int(entry.noise_seed), c, float(entry.latency_ms), entry.model_hash_before,
-                   entry.model_hash_after, released)
+                   entry.model_hash_after, released, entry.chain)
 
     def describe(self) -> list[str]:
         """Human-readable lines: the certificate (ε, δ, Δ, σ, bound, constants) and the latency."""
@@ -167,18 +181,71 @@ class DurableUnlearner:
         self.verify_hashes = verify_hashes
         self._after_begin = None  # test hook: called between begin and commit
         self._lock = _FileLock(self.ledger_path.parent, lock_timeout, f"the ledger {self.ledger_path.name}")
+        folder = getattr(run, "folder", None)
+        self.anchor_path = Path(folder) / ANCHOR_FILE if folder is not None else None
         try:
+            anchor = self._read_anchor()
+            self._check_ledger_file(anchor)
             self.ledger = Ledger(self.ledger_path, base_model_hash=run.digest)
         except BaseException:
             self._lock.release()
             raise
         try:
             self.ledger.verify()
+            self._check_anchor(anchor)
             self.recovered: list[LedgerEntry] = self.ledger.rollback_pending()
             self._rederive()
         except BaseException:
             self.close()
             raise
+
+    # -- the chain head's anchor in the trained run ---------------------------------------------------------------
+    def _read_anchor(self) -> dict | None:
+        if self.anchor_path is None or not self.anchor_path.exists():
+            return None
+        try:
+            a = json.loads(self.anchor_path.read_text(encoding="utf-8"))
+            ok = (isinstance(a, dict) and isinstance(a.get("n_applied"), int) and a["n_applied"] >= 0
+                  and isinstance(a.get("head"), str) and isinstance(a.get("run_digest"), str))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            ok = False
+        if not ok:
+            raise DurableError(f"{self.anchor_path}: unreadable ledger anchor; restore it (or the trained run)")
+        if a["run_digest"] != self.run.digest:
+            raise DurableError(f"{self.anchor_path}: the ledger anchor belongs to another trained run")
+        return a
+
+    def _check_ledger_file(self, anchor: dict | None) -> None:
+        """Before SQLite touches the file: a missing or empty ledger where the anchor records deletions."""
+        if anchor is None or anchor["n_applied"] == 0:
+            return
+        size = self.ledger_path.stat().st_size if self.ledger_path.exists() else None
+        if size is None or size == 0:
+            what = "missing" if size is None else "empty (0 bytes)"
+            raise DurableError(f"ledger {self.ledger_path} is {what} but the trained run's anchor ({ANCHOR_FILE}) "
+                               f"records {anchor['n_applied']} applied request(s): the ledger was deleted or "
+                               "truncated; restore it from a backup (deleted records would otherwise come back)")
+
+    def _check_anchor(self, anchor: dict | None) -> None:
+        n, head = self.ledger.head()
+        if anchor is not None:
+            m = anchor["n_applied"]
+            if n < m:
+                raise DurableError(f"ledger {self.ledger_path} holds {n} applied request(s) but the trained run's "
+                                   f"anchor ({ANCHOR_FILE}) records {m}: requests were removed or an older copy was "
+                                   "restored; restore the ledger that matches")
+            if self.ledger.chain_at(m) != anchor["head"]:
+                raise DurableError(f"ledger {self.ledger_path} does not match the trained run's anchor "
+                                   f"({ANCHOR_FILE}) at request #{m}: its hash chain differs (the ledger was replaced "
+                                   "or rewritten)")
+        if self.anchor_path is not None and (anchor is None and n > 0 or anchor is not None and n > anchor["n_applied"]):
+            self._write_anchor(n, head)         # a commit whose anchoring was interrupted, or a first anchor
+
+    def _write_anchor(self, n: int, head: str) -> None:
+        if self.anchor_path is not None:
+            atomic_write_text(self.anchor_path, json.dumps({"format": "unlearn-audit/ledger-anchor", "n_applied": n,
+                                                            "head": head, "run_digest": self.run.digest,
+                                                            "ledger": self.ledger_path.name}, indent=2) + "\n")
 
     @classmethod
     def open(cls, run_dir, *, ledger_path=None, **kwargs) -> "DurableUnlearner":
@@ -286,6 +353,7 @@ class DurableUnlearner:
         self._state, self._hash = new_state, hash_after
         self._deleted.update({rid: request_id for rid in ids})
         self._n_applied += 1
+        self._write_anchor(done.applied_seq, done.chain)
         return ForgetReceipt.from_entry(done, applied_now=True, released=released)
 
     def _recover_after_failure(self, request_id: str) -> None:
@@ -335,6 +403,29 @@ class DurableUnlearner:
 
 # ---------------------------------------------------------------------------------------------------------------------
 # the `forget` command's library side
+def _check_releases(du: DurableUnlearner, folder: Path) -> None:
+    """Every release in ``folder`` must be a request the ledger holds as applied, at the place in the hash chain its
+    metadata (``<request>.json``) records: a release the ledger does not know means the ledger lost history."""
+    if not folder.is_dir():
+        return
+    where = f"ledger {du.ledger_path}"
+    for meta_path in sorted(folder.glob("*.json")):
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            rid, seq, chain = meta["request_id"], meta["applied_seq"], meta["ledger_chain"]
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError, KeyError, TypeError):
+            raise DurableError(f"{meta_path}: unreadable release metadata") from None
+        e = du.ledger.get(rid) if isinstance(rid, str) else None
+        if e is None or not e.applied or e.applied_seq != seq or e.chain != chain:
+            raise DurableError(f"{meta_path.name}: request {rid!r} was released as #{seq} but {where} does not hold "
+                               "it there (hash chain): the ledger was truncated, shortened or replaced")
+    for npy in sorted(folder.glob("*.npy")):
+        e = du.ledger.get(npy.stem)
+        if e is None or not e.applied:
+            raise DurableError(f"{npy.name}: a release of request {npy.stem!r}, which {where} does not hold as "
+                               "applied: the ledger was truncated, shortened or replaced")
+
+
 def _remove_release_temporaries(folder: Path) -> None:
     """Remove the temporary files of releases a killed process was writing (``.<name>.npy.<random>.tmp``). Called
     while the ledger's lock is held, so no other process is writing one."""
@@ -363,16 +454,28 @@ def forget_from_file(run_dir, requests_file, *, epsilon: float, delta: float, me
     run_dir = Path(run_dir)
     run = load_trained_run(find_trained_run(run_dir))
     run.positions(ids)
-    with DurableUnlearner(run, run_dir / LEDGER_FILE) as du:
-        _remove_release_temporaries(run_dir / RELEASES_DIR)
+    releases = run_dir / RELEASES_DIR
+    ledger = run_dir / LEDGER_FILE
+    if (not ledger.exists() or ledger.stat().st_size == 0) and releases.is_dir() and any(releases.glob("*.npy")):
+        raise DurableError(f"ledger {ledger} is {'missing' if not ledger.exists() else 'empty (0 bytes)'} but "
+                           f"{releases} holds releases: the ledger was deleted or truncated; restore it from a backup")
+    with DurableUnlearner(run, ledger) as du:
+        _check_releases(du, releases)
+        _remove_release_temporaries(releases)
         if request_id is None:      # keyed: the release's file name does not tell which records were deleted
             # (the key is created only for a request that is going to be applied: a refused one writes nothing)
             fresh = not (run_dir / KEY_FILE).exists() and set(ids) & set(du.deleted_ids)
             request_id = request_pseudonym(ids, new_key() if fresh else read_or_create_key(run_dir))
         receipt = du.forget(ids, epsilon=epsilon, delta=delta, request_id=request_id, mechanism=mechanism)
-        out = run_dir / RELEASES_DIR / f"{request_id}.npy"
+        out = releases / f"{request_id}.npy"
         if receipt.released is not None:
             atomic_save_npy(out, receipt.released)
         elif not out.is_file():
             atomic_save_npy(out, du.release_of(request_id))
+        entry = du.ledger.get(request_id)
+        meta = {"format": RELEASE_FORMAT, "version": 1, "request_id": request_id, "applied_seq": entry.applied_seq,
+                "ledger_chain": entry.chain, "run_digest": run.digest, "sha256": file_sha256(out),
+                "epsilon": receipt.epsilon, "delta": receipt.delta, "mechanism": receipt.mechanism,
+                "sigma": receipt.sigma}
+        atomic_write_text(releases / f"{request_id}.json", json.dumps(meta, indent=2) + "\n")
         return receipt, out, du.recovered

@@ -132,6 +132,7 @@ class TrainedRun:
         self.tracked_positions = tracked.astype(np.int64)
         self.spec = spec
         self._digest = digest
+        self.folder: Path | None = None     # the folder it was loaded from (None for a run in memory)
         self.position_of = {str(r): i for i, r in enumerate(ids)}
         self.row_of = np.full(n, -1, dtype=np.int64)
         self.row_of[self.tracked_positions] = np.arange(len(tracked), dtype=np.int64)
@@ -367,7 +368,9 @@ def load_trained_run(path, *, verify_chunks: bool = True) -> TrainedRun:
             store.verify_all()
     except StoreError as err:
         raise TrainedRunError(str(err)) from None
-    return TrainedRun(weights, store, store.positions, ids, schedule, spec, digest=manifest["run_digest"])
+    run = TrainedRun(weights, store, store.positions, ids, schedule, spec, digest=manifest["run_digest"])
+    run.folder = path               # where the deletion service anchors the ledger's chain head
+    return run
 
 
 def find_trained_run(run_dir) -> Path:
