@@ -18,12 +18,15 @@ seed = 1
 dataset = "digits"
 [training]
 epochs = 4
+lam = 0.01
+lr = 1.5
 [unlearning]
 forget_fraction = 0.1
 requests = 5
 [privacy]
 epsilon = 2.0
 delta = 1e-5
+bound = "worst_case"
 [audit]
 sweep_sigmas = [0.0, 0.1]
 """

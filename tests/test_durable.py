@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from unlearn_audit.certify import CertificationError, analytic_gaussian_sigma, release
+from unlearn_audit.certify import CertificationError, analytic_gaussian_sigma, certificate_from_constants, release
 from unlearn_audit.data import load_dataset, prepare, split_dataset
 from unlearn_audit.deletion import (
     DurableError,
@@ -82,7 +82,16 @@ def test_trained_run_roundtrip_and_certificate_matches_unlearner(fitted, saved):
     assert np.array_equal(run.approximator_rows(np.arange(run.n_approximators)), fitted.approximators_.numpy())
     assert list(run.record_ids) == list(fitted.ids_) and run.schedule.digest() == fitted.schedule_.digest()
     ids = [str(r) for r in fitted.ids_[[4, 9, 77]]]
-    assert run.certificate(run.positions(ids)).to_dict() == fitted.certificate(ids).to_dict()
+    # one certificate path: the same constants give the same bound (a trained run has no weight trajectory, so its
+    # a-posteriori bound is the plug-in form; the unlearner's replayed one is tighter and both cover the same U)
+    pos = run.positions(ids)
+    assert run.bound == fitted.bound == "a_posteriori"
+    assert run.certificate(pos).to_dict() == certificate_from_constants(
+        fitted.schedule_, pos, fitted.certificate_constants(), bound="a_posteriori").to_dict()
+    assert "plug-in" in run.certificate(pos).bound
+    assert fitted.certificate(ids).sensitivity < run.certificate(pos).sensitivity
+    worst = certificate_from_constants(run.schedule, pos, run.constants, order=run.order, bound="worst_case")
+    assert worst.to_dict() == fitted.certificate(ids, bound="worst_case").to_dict()
     assert np.allclose(run.approximator_sum(run.positions(ids)), fitted.approximator_sum(ids).double().numpy())
     files = sorted(p.name for p in saved.iterdir())
     assert files == sorted(["manifest.json", "spec.json", "weights.npy", "record_ids.npy", "schedule.npz", "store"])

@@ -70,7 +70,8 @@ def run_dir(tmp_path_factory):
     tr = sp.train
     x, y = torch.as_tensor(tr.x), torch.as_tensor(tr.y, dtype=torch.int64)
     model = build_model("softmax", tr.feature_shape, ds.n_classes, seed=5)
-    u = HFOCUUnlearner(model, SGDConfig(epochs=2, batch_size=32, lr=1.0, lam=0.05, seed=5)).fit(x, y, tr.ids)
+    u = HFOCUUnlearner(model, SGDConfig(epochs=2, batch_size=32, lr=1.0, lam=0.05, seed=5),
+                       bound="worst_case").fit(x, y, tr.ids)
     out = tmp_path_factory.mktemp("crash")
     save_trained_run(out / "trained_run", u)
     return out

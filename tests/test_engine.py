@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from unlearn_audit.certify import CertificationError
+from unlearn_audit.certify import CertificationError, NotCertifiable
 from unlearn_audit.hfocu import HFOCUUnlearner, make_curvature
 from unlearn_audit.hfocu.curvature import reference_hvp
 from unlearn_audit.models import build_model
@@ -111,7 +111,11 @@ def test_clipping_and_projection_are_linearised(digits_train, clip):
         with pytest.raises(CertificationError, match="batch-gradient clipping"):
             un.release(epsilon=1.0, delta=1e-5, seed=0)
     else:
-        assert un.certificate().constants["C"]["source"] == "enforced"
+        assert un.certificate(bound="worst_case").constants["C"]["source"] == "enforced"
+        # C = 0.5 binds for most records: the a-posteriori bound pays a first-order term per binding record, blows
+        # up, and says so instead of handing out a σ larger than the model
+        with pytest.raises(NotCertifiable, match="not certifiable in this regime.*clipping may bind"):
+            un.certificate()
 
 
 def test_device_choice_falls_back_without_gpu():
@@ -192,7 +196,8 @@ def test_release_noise_covers_every_deletion_and_start_obeys_the_norm_bound(digi
     un = HFOCUUnlearner(build_model("softmax", (64,), 10, seed=0), cfg).fit(x, y, ids)
     un.delete(ids[:5])
     _, cert, sigma = un.release(epsilon=1.0, delta=1e-5, seed=0)
-    assert sigma == pytest.approx(calibrate(1.0, 1e-5, un.certificate(ids[:5]).sensitivity))
+    # (the release's certificate measures the state it actually releases, so its float32 gap differs in round-off)
+    assert sigma == pytest.approx(calibrate(1.0, 1e-5, un.certificate(ids[:5]).sensitivity), rel=1e-4)
     assert "record_ids" not in inspect.signature(un.release).parameters
     model = build_model("softmax", (64,), 10, seed=0)
     w0 = model.initial_weights()

@@ -1,8 +1,9 @@
 """Command line: ``unlearn-audit audit | report | calibrate | forget | precompute``. No logic lives here: each
 command parses its arguments, calls the library, prints, and maps errors to exit codes (0 pass, 1 fail, 2 usage/input
-error, 3 inconclusive, 4 internal error: a bug, reported in one line with the traceback saved to a file; 130 when
-interrupted by SIGINT, 143 by SIGTERM: the interrupted step cleans up after itself, as after any failure). Every error
-is one line on stderr, click's usage errors included."""
+error, 3 inconclusive, 4 internal error: a bug, reported in one line with the traceback saved to a file; forget only:
+5 applied and released, but the deletion capacity is spent and a retrain is due; 130 when interrupted by SIGINT, 143
+by SIGTERM: the interrupted step cleans up after itself, as after any failure). Every error is one line on stderr,
+click's usage errors included."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ INTERNAL_ERROR = 4
 INTERRUPTED = 130           # 128 + SIGINT, the shell's convention
 TERMINATED = 143            # 128 + SIGTERM
 _INTERRUPTED = "error: interrupted (SIGINT); nothing of the interrupted step was kept"
+RETRAIN_DUE = 5             # forget: applied and released, but the deletion capacity is spent
 
 
 def _fail(message: str) -> None:
@@ -256,7 +258,9 @@ def forget(run_dir, requests_file, epsilon, delta, mechanism, request_id):
     Example:
       printf 'digits:17\\ndigits:302\\n' > erase.txt
       unlearn-audit forget reports/run-20250101-120000 --requests erase.txt --epsilon 1 --delta 1e-5
-    Exit codes: 0 done (or already done), 2 usage or input error.
+    Exit codes: 0 done (or already done), 2 usage or input error (including a release that is not certifiable in
+    this regime: nothing is applied), 5 done, but the deletion capacity is spent: this release's noise exceeds the
+    run's utility budget (privacy.max_accuracy_loss of the audit that saved it), so a retrain is due.
     """
     from unlearn_audit.deletion import LedgerError, forget_from_file
 
@@ -273,6 +277,8 @@ def forget(run_dir, requests_file, epsilon, delta, mechanism, request_id):
     for line in receipt.describe():
         click.echo(line)
     click.echo(f"released weights: {path}")
+    if receipt.retrain_due:
+        sys.exit(RETRAIN_DUE)
 
 
 @main.command()

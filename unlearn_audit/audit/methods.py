@@ -14,6 +14,7 @@ import torch
 
 from unlearn_audit.audit.context import AuditContext
 from unlearn_audit.audit.environment import hash_record_id
+from unlearn_audit.certify import NotCertifiable
 from unlearn_audit.models.functional import weights_hash
 
 
@@ -57,16 +58,26 @@ def run_hfocu(ctx: AuditContext) -> MethodOutcome:
                          "seconds": receipt.seconds, "state_hash_before": before,
                          "state_hash_after": weights_hash(un.state_)})
     pc = ctx.cfg.privacy
-    released, cert, sigma = un.release(epsilon=pc.epsilon, delta=pc.delta, seed=ctx.noise_seed,
-                                       mechanism=pc.mechanism)
+    try:
+        released, cert, sigma = un.release(epsilon=pc.epsilon, delta=pc.delta, seed=ctx.noise_seed,
+                                           mechanism=pc.mechanism)
+        cert_dict = cert.to_dict()
+    except NotCertifiable as err:
+        # the a-posteriori bound blew up: no σ is handed out and nothing is released; the audit judges the noiseless
+        # state's forgetting and says the release is not certifiable (the pipeline keeps the verdict from passing)
+        sigma, released, certified = 0.0, un.state_.clone(), False
+        cert_dict = {"bound": f"{pc.bound} (not certifiable)", "sensitivity": None, "constants": {},
+                     "n_forget": len(un.deleted_), "model": un.model.kind, "not_certifiable": str(err)}
+    else:
+        certified = True
     secs = [r["seconds"] for r in requests]
     return MethodOutcome(
         name="hfocu", description="HF-OCU: w_T + sum of the deleted records' approximators, plus Gaussian noise",
-        weights=un.state_.clone(), released=released, sigma=sigma, certified=True,
+        weights=un.state_.clone(), released=released, sigma=sigma, certified=certified,
         seconds_per_request=float(np.mean(secs)), precompute_seconds=un.fit_seconds_,
         storage_bytes=un.storage_bytes(),
         certificate={"epsilon": pc.epsilon, "delta": pc.delta, "mechanism": pc.mechanism, "sigma": sigma,
-                     "noise_seed": ctx.noise_seed, **cert.to_dict()},
+                     "noise_seed": ctx.noise_seed, **cert_dict},
         requests=requests,
         extra={"latency_seconds": {"p50": float(np.percentile(secs, 50)), "p99": float(np.percentile(secs, 99)),
                                    "n_requests": len(secs)},

@@ -22,6 +22,7 @@ from unlearn_audit.audit.tradeoff import privacy_utility_sweep
 from unlearn_audit.audit.verdict import decide
 from unlearn_audit.certify import release
 from unlearn_audit.config import AuditConfig
+from unlearn_audit.certify.capacity import release_sigma_budget, unlearner_capacity
 from unlearn_audit.hfocu import HFOCUUnlearner
 from unlearn_audit.inputs import build_inputs, tensors
 from unlearn_audit.models.functional import weights_hash
@@ -87,6 +88,7 @@ def prepare_context(cfg: AuditConfig, say: Progress) -> AuditContext:
     forget_pos = choose_forget_set(cfg, train.ids, np.random.default_rng(cfg.seed))
     mode = cfg.unlearning.mode
     unlearner = HFOCUUnlearner(model, sgd, mode=mode, curvature=cfg.unlearning.curvature, order=cfg.unlearning.order,
+                               bound=cfg.privacy.bound,
                                candidates=[str(train.ids[i]) for i in forget_pos] if mode == "candidates" else None)
     unlearner.fit(x, y, train.ids, progress=lambda d, t: say("training with approximators", d, t))
 
@@ -104,6 +106,21 @@ def prepare_context(cfg: AuditConfig, say: Progress) -> AuditContext:
     ctx.retrain_seconds = time.perf_counter() - t0
     say("exact retraining", 1, 1)
     return ctx
+
+
+def deletion_capacity_summary(ctx: AuditContext, *, seed: int, progress: Progress) -> dict:
+    """Deletion capacity of the trained model (random deletions among the tracked records, each release certified
+    at the configured (ε, δ)) against ``privacy.max_accuracy_loss`` on the test split, and the largest σ the model
+    tolerates within that budget (kept in the trained run so that ``forget`` can say when a retrain is due)."""
+    pc = ctx.cfg.privacy
+    progress("deletion capacity", 0, 1)
+    cap = unlearner_capacity(ctx.unlearner, ctx.x_test, ctx.y_test, epsilon=pc.epsilon, delta=pc.delta,
+                             max_accuracy_loss=pc.max_accuracy_loss, mechanism=pc.mechanism, seed=seed)
+    budget = release_sigma_budget(ctx.unlearner, ctx.x_test, ctx.y_test, max_accuracy_loss=pc.max_accuracy_loss,
+                                  seed=seed)
+    ctx.unlearner.capacity_budget_ = budget
+    progress("deletion capacity", 1, 1)
+    return {**cap.to_dict(), **budget}
 
 
 def run_audit(cfg: AuditConfig, progress: Progress | None = None) -> tuple[dict, AuditArtefacts]:
@@ -188,7 +205,8 @@ def run_audit(cfg: AuditConfig, progress: Progress | None = None) -> tuple[dict,
                                      normalisation="sum", dtype=ctx.unlearner.dtype)
     emp_eps = measure.weight_space_epsilon(p_out.weights, w_cert_ref, p_out.sigma, pc.delta, pc.epsilon,
                                            draws=20000, seed=cfg.seed + 2, alpha=alpha) if p_out.certified else \
-        {"status": "not applicable", "reason": f"{primary} is not certified"}
+        {"status": "not applicable", "reason": (p_out.certificate or {}).get("not_certifiable")
+         or f"{primary} is not certified"}
     if p_out.certified:
         emp_eps["reference"] = "exact retrain, sum normalisation (the certificate's reference)"
 
@@ -199,11 +217,20 @@ def run_audit(cfg: AuditConfig, progress: Progress | None = None) -> tuple[dict,
                                          (ctx.x_pop, ctx.y_pop), (ctx.x_test, ctx.y_test), seed=cfg.seed + 3,
                                          alpha=alpha, progress=lambda d, t: say("privacy-utility sweep", d, t))
 
+    capacity = None
+    if p_out.certified and primary == "hfocu":
+        capacity = deletion_capacity_summary(ctx, seed=cfg.seed + 5, progress=say)
+
     primary_state = "released" if p_out.sigma > 0 else "noiseless"
     primary_rows = [e for e in equivalence if e["method"] == primary and e["state"] == primary_state]
     control_rows = [e for e in equivalence if e["method"] == "original"]
     verdict = decide(primary_rows, control_rows, emp_eps, alpha=alpha, margin=margin, method=primary)
     attack_suite.list_refusals(verdict, runs)
+    not_certifiable = (p_out.certificate or {}).get("not_certifiable")
+    if not_certifiable:     # no release was made: the release question cannot pass
+        verdict["reasons"].insert(0, f"{primary}: the release is {not_certifiable}")
+        if verdict["status"] == "pass":
+            verdict["status"] = "inconclusive"
 
     results = {
         "schema_version": SCHEMA_VERSION,
@@ -234,6 +261,7 @@ def run_audit(cfg: AuditConfig, progress: Progress | None = None) -> tuple[dict,
         "equivalence": equivalence,
         "empirical_epsilon": emp_eps,
         "tradeoff": tradeoff,
+        "capacity": capacity,
         "verdict": verdict,
     }
     weights = {"original": w_orig.numpy(), "retrain": w_re.numpy()}

@@ -1,5 +1,12 @@
 """Certification of HF-OCU unlearning (DESIGN §2.4): sensitivity bounds and Gaussian noise calibration/release."""
 
+from unlearn_audit.certify.aposteriori import (
+    NotCertifiable,
+    ReplayTerms,
+    a_posteriori_certificate,
+    a_posteriori_recursion,
+    plug_in_terms,
+)
 from unlearn_audit.certify.bounds import (
     SensitivityCertificate,
     forget_digest,
@@ -11,6 +18,7 @@ from unlearn_audit.certify.bounds import (
 )
 from unlearn_audit.certify.constants import (
     BATCH_CLIP_REFUSED,
+    BOUNDS,
     CertificateConstants,
     Constant,
     RecursionConstants,
@@ -31,6 +39,7 @@ from unlearn_audit.certify.mechanisms import (
 
 __all__ = [
     "BATCH_CLIP_REFUSED",
+    "BOUNDS",
     "CertificateConstants",
     "CertificationError",
     "Constant",
@@ -38,6 +47,11 @@ __all__ = [
     "SoftmaxRegressionConstants",
     "certificate_from_constants",
     "constants_from_dict",
+    "NotCertifiable",
+    "ReplayTerms",
+    "a_posteriori_certificate",
+    "a_posteriori_recursion",
+    "plug_in_terms",
     "SensitivityCertificate",
     "analytic_gaussian_delta",
     "analytic_gaussian_epsilon",

@@ -16,8 +16,12 @@ Kinds: ``softmax_regression`` (analytic constants from λ, max ‖x‖ and the c
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping, Union
+from typing import Any, Callable, Mapping, Union
 
+import numpy as np
+
+from unlearn_audit.certify.aposteriori import (NotCertifiable, ReplayTerms, a_posteriori_certificate, plug_in_terms,
+                                               unit_roundoff)
 from unlearn_audit.certify.bounds import (
     SOURCES,
     SensitivityCertificate,
@@ -27,7 +31,7 @@ from unlearn_audit.certify.bounds import (
 from unlearn_audit.certify.errors import CertificationError
 from unlearn_audit.training.schedule import Schedule
 
-__all__ = ["BATCH_CLIP_REFUSED", "CertificateConstants", "Constant", "RecursionConstants", "SoftmaxRegressionConstants",
+__all__ = ["BATCH_CLIP_REFUSED", "BOUNDS", "CertificateConstants", "Constant", "RecursionConstants", "SoftmaxRegressionConstants",
            "certificate_from_constants", "constants_from_dict"]
 
 BATCH_CLIP_REFUSED = ("batch-gradient clipping is not covered by the per-sample recursion bound: train with "
@@ -61,7 +65,8 @@ class SoftmaxRegressionConstants:
         lam: λ of the training objective. max_feature_norm: max ‖x‖ over the training set (no bias).
         n_classes: K. clip: the training's clipping mode (``batch`` is refused). clip_norm: C when clipping.
         weight_norm_bound: R when training projects onto ‖w‖ ≤ R. measured_max_weight_norm: max_t ‖w_t‖ seen in
-        training (a measured G candidate).
+        training (a measured G candidate). train_dtype: dtype of the training arithmetic (rounding slack of the
+        a-posteriori bound). n_features: D (its rounding model; unset = 10⁵, conservative).
     """
 
     lam: float
@@ -71,6 +76,8 @@ class SoftmaxRegressionConstants:
     clip_norm: float | None = None
     weight_norm_bound: float | None = None
     measured_max_weight_norm: float | None = None
+    train_dtype: str = "float32"
+    n_features: int | None = None
     kind: str = "softmax_regression"
 
     def to_dict(self) -> dict:
@@ -106,7 +113,9 @@ def constants_from_dict(d: Mapping[str, Any]) -> CertificateConstants:
             return SoftmaxRegressionConstants(
                 lam=float(d["lam"]), max_feature_norm=float(d["max_feature_norm"]), n_classes=int(d["n_classes"]),
                 clip=str(d.get("clip", "none")), clip_norm=opt("clip_norm"), weight_norm_bound=opt("weight_norm_bound"),
-                measured_max_weight_norm=opt("measured_max_weight_norm"))
+                measured_max_weight_norm=opt("measured_max_weight_norm"),
+                train_dtype=str(d.get("train_dtype", "float32")),
+                n_features=None if d.get("n_features") is None else int(d["n_features"]))
         if kind == "recursion":
             return RecursionConstants(model=str(d.get("model", "generic")), rho=Constant.from_dict(d["rho"]),
                                       G=Constant.from_dict(d["G"]), clip=str(d.get("clip", "none")))
@@ -116,14 +125,58 @@ def constants_from_dict(d: Mapping[str, Any]) -> CertificateConstants:
     raise CertificationError(f"certificate constants kind '{kind}' is not known")
 
 
+BOUNDS = ("a_posteriori", "worst_case")
+
+
 def certificate_from_constants(schedule: Schedule, forget_positions, constants: CertificateConstants, *,
-                               order: str = "propagate_first") -> SensitivityCertificate:
+                               order: str = "propagate_first", bound: str = "worst_case",
+                               replay: Callable[[np.ndarray], ReplayTerms] | None = None) -> SensitivityCertificate:
     """Δ(U) for U = ``forget_positions`` (training positions) on ``schedule``, from the run's constants.
 
     ``order``: the approximators' update order (``inject_first`` changes the approximator half of the bound).
+    ``bound``: ``worst_case`` (DESIGN §2.4, the first-order recursion 2 b_T) or ``a_posteriori`` (§2.4b, softmax
+    regression; other models get the worst-case recursion with their measured constants). The a-posteriori bound
+    uses ``replay(positions)`` (the engine's float64 replay of U along the recorded trajectory) when given, else the
+    plug-in variant ‖A_t‖ ≤ b_t from the constants alone (looser; refused with binding clipping or projection).
     Raises CertificationError for batch-gradient clipping (not covered by the per-sample bound), bad constants, or a
-    bound that overflows.
+    bound that overflows; NotCertifiable when the a-posteriori recursion blows up (the message names the worst-case
+    alternative).
     """
+    if bound not in BOUNDS:
+        raise CertificationError(f"bound must be one of {', '.join(BOUNDS)}, got {bound!r}")
+    worst = _worst_case(schedule, forget_positions, constants, order=order)
+    if bound == "worst_case" or not isinstance(constants, SoftmaxRegressionConstants):
+        return worst
+    if order != "propagate_first":
+        raise CertificationError("the a-posteriori bound certifies the derivation's order (propagate, then inject); "
+                                 "with order 'inject_first' use bound 'worst_case'")
+    pos = np.unique(np.asarray(forget_positions, dtype=np.int64).reshape(-1))
+    if replay is not None:
+        terms = replay(pos)
+    else:
+        terms = _plug_in(schedule, pos, constants, worst)
+    return a_posteriori_certificate(terms, schedule, pos, worst_case=worst)
+
+
+def _plug_in(schedule: Schedule, pos: np.ndarray, c: SoftmaxRegressionConstants,
+             worst: SensitivityCertificate) -> ReplayTerms:
+    G = float(worst.constants["G"]["value"])
+    x2 = c.max_feature_norm ** 2 + 1.0
+    if c.weight_norm_bound is not None:
+        raise NotCertifiable("not certifiable without the recorded trajectory: the a-posteriori bound's projection "
+                             "term is computed along it (this run has none); use bound 'worst_case'")
+    if c.clip == "per_sample" and c.clip_norm is not None and c.clip_norm <= G:
+        raise NotCertifiable("not certifiable without the recorded trajectory: per-sample clipping may bind "
+                             f"(C = {c.clip_norm:g} <= the gradient bound {G:.4g}); use bound 'worst_case'")
+    W = c.measured_max_weight_norm if c.measured_max_weight_norm is not None else (c.weight_norm_bound or 0.0)
+    return plug_in_terms(schedule, pos, lam=c.lam, G=G, n_classes=c.n_classes,
+                         n_features=c.n_features if c.n_features is not None else 10 ** 5,
+                         u=unit_roundoff(c.train_dtype), state_norm=W + worst.sensitivity, weight_norm=W,
+                         max_x2=x2)
+
+
+def _worst_case(schedule: Schedule, forget_positions, constants: CertificateConstants, *,
+                order: str) -> SensitivityCertificate:
     if constants.clip not in CLIP_MODES:
         raise CertificationError(f"clip must be one of {', '.join(CLIP_MODES)}, got {constants.clip!r}")
     if constants.clip == "batch":

@@ -43,7 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
-from unlearn_audit.certify import SensitivityCertificate, calibrate, release
+from unlearn_audit.certify import CertificationError, SensitivityCertificate, calibrate, release
+from unlearn_audit.certify.capacity import CapacityPoint, deletion_capacity
 from unlearn_audit.common import array_sha256, atomic_save_npy, atomic_write_text, file_sha256
 from unlearn_audit.deletion.errors import DurableError
 from unlearn_audit.deletion.ledger import AlreadyApplied, Ledger, LedgerEntry
@@ -99,6 +100,11 @@ class ForgetReceipt:
     def sensitivity(self) -> float:
         return float(self.certificate["sensitivity"])
 
+    @property
+    def retrain_due(self) -> bool:
+        """True when this release's σ exceeds the run's utility budget: the deletion capacity is spent."""
+        return bool((self.certificate.get("capacity") or {}).get("retrain_due"))
+
     @classmethod
     def from_entry(cls, entry: LedgerEntry, applied_now: bool = False, released=None) -> "ForgetReceipt":
         c = entry.certificate or {}
@@ -123,6 +129,16 @@ class ForgetReceipt:
         if consts:
             lines.append("  constants: " + ", ".join(f"{k}={v['value']:.4g} ({v['source']})"
                                                     for k, v in sorted(consts.items())))
+        cap = c.get("capacity")
+        if cap:
+            budget = f"accuracy loss <= {100 * cap['max_accuracy_loss']:.3g} points, sigma <= {cap['sigma_budget']:.4g}"
+            if cap.get("retrain_due"):
+                lines.append(f"  deletion capacity SPENT: this release's sigma exceeds the utility budget ({budget}); "
+                             "a retrain is due")
+            else:
+                more = ("at least " if cap.get("remaining_is_lower_bound") else "about ") + str(
+                    cap.get("remaining_estimate"))
+                lines.append(f"  deletion capacity: {more} more random deletions within the utility budget ({budget})")
         lines.append(f"  latency: {self.latency_ms:.2f} ms (recorded at commit)")
         lines.append(f"  state hash: {self.model_hash_before[:16]}… -> {self.model_hash_after[:16]}…")
         return lines
@@ -333,6 +349,9 @@ class DurableUnlearner:
         cert_json = {**cert.to_dict(), "epsilon": float(epsilon), "delta": float(delta), "mechanism": mechanism,
                      "sigma": sigma, "request_records": len(ids), "deleted_total": len(union),
                      "requests_total": self._n_applied + 1}
+        capacity = self.capacity(union, sigma, epsilon=epsilon, delta=delta, mechanism=mechanism)
+        if capacity is not None:
+            cert_json["capacity"] = capacity
 
         hash_before = self._hash
         entry = self.ledger.begin(request_id, list(ids), METHOD, model_hash_before=hash_before)
@@ -355,6 +374,43 @@ class DurableUnlearner:
         self._n_applied += 1
         self._write_anchor(done.applied_seq, done.chain)
         return ForgetReceipt.from_entry(done, applied_now=True, released=released)
+
+    def capacity(self, union: np.ndarray, sigma: float, *, epsilon: float, delta: float,
+                 mechanism: str = "analytic") -> dict | None:
+        """Remaining deletion capacity after deleting the positions ``union`` (None when the trained run keeps no
+        utility budget). The run keeps the largest σ its model tolerates within the accuracy budget (measured on
+        held-out data by the audit that saved it); a release whose σ exceeds it loses more than the budget, and a
+        retrain is due. The remaining capacity is estimated for random further deletions (a seeded order of the
+        records not yet deleted), each certified through the run's own certificate path."""
+        budget = self.run.spec.get("capacity")
+        if not budget:
+            return None
+        sb = float(budget["sigma_budget"])
+        out = {"sigma_budget": sb, "max_accuracy_loss": float(budget["max_accuracy_loss"]),
+               "noiseless_accuracy": budget.get("noiseless_accuracy"), "retrain_due": bool(sigma > sb),
+               "remaining_estimate": 0, "remaining_is_lower_bound": False,
+               "how": "random further deletions among the records not yet deleted; a release is within budget while "
+                      "its sigma <= sigma_budget (the largest noise the model tolerates within the accuracy budget, "
+                      "measured on held-out data when the run was saved)"}
+        if out["retrain_due"]:
+            return out
+        rest = np.setdiff1d(np.asarray(self.run.tracked_positions, dtype=np.int64), union)
+        if len(rest) == 0:
+            return out
+        order = np.random.default_rng(0).permutation(rest)
+
+        def evaluate(k: int) -> CapacityPoint:
+            try:
+                cert = self.run.certificate(np.concatenate([union, order[:k]]))
+            except CertificationError as err:
+                return CapacityPoint(k, None, None, math.nan, None, False, str(err)[:200])
+            s = calibrate(epsilon, delta, cert.sensitivity, mechanism)
+            return CapacityPoint(k, cert.sensitivity, s, math.nan, None, s <= sb)
+
+        cap = deletion_capacity(evaluate, len(order), epsilon=epsilon, delta=delta,
+                                max_accuracy_loss=out["max_accuracy_loss"], mechanism=mechanism, bound=self.run.bound)
+        out.update(remaining_estimate=cap.capacity, remaining_is_lower_bound=cap.exhausted_stream)
+        return out
 
     def _recover_after_failure(self, request_id: str) -> None:
         """After an exception between begin and the state update: roll the pending row back, or, if the commit

@@ -55,18 +55,23 @@ Approximators = Union[np.ndarray, ApproximatorStore]
 
 def trained_run_spec(model: FunctionalModel, sgd: SGDConfig, *, mode: str, curvature: str, order: str,
                      train_dtype: str, constants: CertificateConstants, weights: np.ndarray,
-                     schedule: Schedule) -> dict:
-    """The spec of a trained run (JSON): how to rebuild the model, the SGD settings, the HF-OCU settings, the
-    certificate constants, and the hashes tying it to its weights and schedule."""
-    return {
+                     schedule: Schedule, bound: str = "a_posteriori", capacity: dict | None = None) -> dict:
+    """The spec of a trained run (JSON): how to rebuild the model, the SGD settings, the HF-OCU settings (with the
+    certificate's ``bound``), the certificate constants, the hashes tying it to its weights and schedule, and the
+    utility budget ``capacity`` (``sigma_budget``, ``max_accuracy_loss``: what ``forget`` compares a release's σ
+    with) when one was measured."""
+    spec = {
         "model": {"kind": model.kind, "input_shape": list(model.input_shape), "n_classes": int(model.n_classes),
                   "dim": int(model.dim), "hidden": model.options.get("hidden")},
         "sgd": dataclasses.asdict(sgd),
-        "hfocu": {"mode": mode, "curvature": curvature, "order": order, "train_dtype": train_dtype},
+        "hfocu": {"mode": mode, "curvature": curvature, "order": order, "train_dtype": train_dtype, "bound": bound},
         "certificate": constants.to_dict(),
         "weights_hash": array_sha256(weights),
         "schedule_digest": schedule.digest(),
     }
+    if capacity:
+        spec["capacity"] = dict(capacity)
+    return spec
 
 
 class TrainedRun:
@@ -205,7 +210,7 @@ class TrainedRun:
             u.approximators_.detach().cpu().numpy().astype(np.float32, copy=True)
         spec = trained_run_spec(u.model, u.sgd, mode=u.mode, curvature=u.curvature, order=u.order,
                                 train_dtype=str(u.dtype), constants=u.certificate_constants(), weights=weights,
-                                schedule=u.schedule_)
+                                schedule=u.schedule_, bound=u.bound, capacity=getattr(u, "capacity_budget_", None))
         return cls(weights, approx, u.tracked_positions_, np.asarray(u.ids_).astype(str), u.schedule_, spec)
 
     # -- lookups -----------------------------------------------------------------------------------------------------
@@ -230,8 +235,17 @@ class TrainedRun:
 
     def certificate(self, positions) -> SensitivityCertificate:
         """Δ(U) for U = the given training positions, from the constants saved in the spec (the same function as
-        ``HFOCUUnlearner.certificate``: :func:`~unlearn_audit.certify.certificate_from_constants`)."""
-        return certificate_from_constants(self.schedule, positions, self.constants, order=self.order)
+        ``HFOCUUnlearner.certificate``: :func:`~unlearn_audit.certify.certificate_from_constants`), with the run's
+        ``bound``. A trained run keeps no weight trajectory, so the a-posteriori bound takes its plug-in form
+        (‖A_t‖ ≤ b_t: looser than the unlearner's replay, still far below the worst case)."""
+        return certificate_from_constants(self.schedule, positions, self.constants, order=self.order,
+                                          bound=self.bound)
+
+    @property
+    def bound(self) -> str:
+        """The sensitivity bound releases are calibrated to (``a_posteriori`` or ``worst_case``; runs saved before
+        the a-posteriori bound existed: ``worst_case``)."""
+        return self.spec.get("hfocu", {}).get("bound", "worst_case")
 
 
 # ---------------------------------------------------------------------------------------------------------------------

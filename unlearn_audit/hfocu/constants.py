@@ -50,7 +50,8 @@ def softmax_constants(model: FunctionalModel, sgd: SGDConfig, x: torch.Tensor,
         lam=float(sgd.lam), max_feature_norm=float(x.reshape(len(x), -1).double().norm(dim=1).max()),
         n_classes=int(model.n_classes), clip=sgd.clip,
         clip_norm=None if sgd.clip_norm is None else float(sgd.clip_norm),
-        weight_norm_bound=sgd.weight_norm_bound, measured_max_weight_norm=float(result.max_weight_norm))
+        weight_norm_bound=sgd.weight_norm_bound, measured_max_weight_norm=float(result.max_weight_norm),
+        train_dtype=str(result.weights.dtype).replace("torch.", ""), n_features=int(x[0].numel()))
 
 
 def measured_constants(model: FunctionalModel, sgd: SGDConfig, curvature: str, x: torch.Tensor, y: torch.Tensor,

@@ -88,6 +88,14 @@ class SoftmaxClosedForm(CurvatureOperator):
         hb = m.sum(1)
         return torch.cat([hw, hb], dim=1) / b + self.lam * V
 
+    def apply_cd(self, xt: torch.Tensor, probs: torch.Tensor, A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same operator for ONE vector in the (C, D+1) matrix layout (weight columns, then the bias column),
+        with x̃ = [x, 1] given: returns (H A, S) where S = X̃ Aᵀ (b, C) holds the logit directions A x̃_i, which the
+        a-posteriori certificate also needs. No flat-layout conversion: the fast path of its per-request replay."""
+        S = xt @ A.T                                                           # (b, C): A x̃_i
+        m = probs * S - probs * (probs * S).sum(1, keepdim=True)              # (diag p − p pᵀ) A x̃_i
+        return (m.T @ xt) / xt.shape[0] + self.lam * A, S
+
     def per_sample_grads(self, ctx):
         onehot = torch.nn.functional.one_hot(ctx.y, self.n_classes).to(ctx.w.dtype)
         r = ctx.probs - onehot                                                 # (b, C)

@@ -71,14 +71,17 @@ class ApproximatorRecursion:
         w = ctx.w
         for start in range(0, len(rows), self.chunk_size):  # chunks bound the memory of one batched HVP
             r = rows[start:start + self.chunk_size]
-            V = self.approximators[r].to(w.dtype)
-            if self.linear_step:
-                V = V - info.lr * self.op.apply(ctx, V)
-            else:
-                step = self._update_map(info)
-                V = vmap(lambda v: jvp(step, (w,), (v,))[1])(V)
+            V = self.propagate_vectors(info, ctx, self.approximators[r].to(w.dtype))
             self.approximators[r] = V.to(self.approximators.dtype)
             self.hvp_count += len(r)
+
+    def propagate_vectors(self, info: StepInfo, ctx, V: torch.Tensor) -> torch.Tensor:
+        """J_t V for a (k, d) block: V − η_t H_t V for plain SGD, else the jvp of the exact update map (clipping,
+        projection)."""
+        if self.linear_step:
+            return V - info.lr * self.op.apply(ctx, V)
+        step = self._update_map(info)
+        return vmap(lambda v: jvp(step, (ctx.w,), (v,))[1])(V)
 
     def _update_map(self, info: StepInfo):
         cfg, model = self.cfg, self.model
@@ -97,11 +100,11 @@ class ApproximatorRecursion:
         sel = torch.as_tensor(np.nonzero(keep)[0], device=self.device)
         rows_t = torch.as_tensor(rows[keep], device=self.device)
         g = self.op.per_sample_grads(ctx)[sel]                                   # (m, d) at w_t
-        inj = self._injection_vectors(info, g)
+        inj = self.injection_vectors(info, g)
         self.approximators[rows_t] += inj.to(self.approximators.dtype)
         self.active[rows_t] = True
 
-    def _injection_vectors(self, info: StepInfo, g: torch.Tensor) -> torch.Tensor:
+    def injection_vectors(self, info: StepInfo, g: torch.Tensor) -> torch.Tensor:
         """U^{-U}(w_t) − U(w_t), linearised and split per record: η/|B| · (clipped) per-sample gradients, passed
         through the Jacobians of batch clipping and of the projection when those are on."""
         cfg, w = self.cfg, info.w

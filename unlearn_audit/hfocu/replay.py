@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from unlearn_audit.hfocu.chunked import _cd_to_flat, _flat_to_cd
 from unlearn_audit.hfocu.curvature import make_curvature
 from unlearn_audit.models import FunctionalModel
 from unlearn_audit.training.sgd import SGDConfig, StepInfo
@@ -60,3 +61,230 @@ def replay_unlearn(model: FunctionalModel, sgd: SGDConfig, x: torch.Tensor, y: t
         if order == "propagate_first" and inj is not None:
             a, active = a + inj, True
     return a[0]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# replay for the a-posteriori certificate (DESIGN §2.4b)
+@dataclass
+class BoundCache:
+    """The U-independent part of the a-posteriori replay, computed once per trained model (float64).
+
+    Per step: the batch context (w_t, x_B, y_B, softmax probabilities), λ_max of the batch's x̃ Gram matrix, an upper
+    bound on every batch record's gradient norm, the measured rounding ‖o_t‖ of the recorded step and the retrain
+    reference's rounding model s_t (without its ε part)."""
+
+    contexts: list
+    gram_top: np.ndarray
+    grad_bound: list
+    rounding: np.ndarray
+    ref_round: np.ndarray
+    x2: np.ndarray
+    final: torch.Tensor
+    u: float
+    xt: list = field(default_factory=list)          # per step: x̃_B (b, D+1)
+    resid: list = field(default_factory=list)       # per step: p_i − e_{y_i} (b, C)
+    w_cd: list = field(default_factory=list)        # per step: w_t in the (C, D+1) layout
+
+
+def bound_cache(model: FunctionalModel, sgd: SGDConfig, x: torch.Tensor, y: torch.Tensor, schedule, weights,
+                final_weights: torch.Tensor, *, train_dtype: str = "float32") -> BoundCache:
+    """Precompute the U-independent replay quantities (see :class:`BoundCache`). ``weights[t]`` is w_t as recorded
+    (t = 0..T-1), ``final_weights`` is w_T."""
+    from unlearn_audit.certify.aposteriori import unit_roundoff
+    from unlearn_audit.training.sgd import update_map
+
+    if model.kind != "softmax":
+        raise ValueError("the a-posteriori replay is implemented for softmax regression (closed-form curvature)")
+    dt = torch.float64
+    op = make_curvature(model, sgd.lam, "exact")
+    n = len(x)
+    X = x.detach().reshape(n, -1).to("cpu", dt)
+    y = y.detach().cpu()
+    x2 = (X * X).sum(1) + 1.0                                        # ‖x̃‖² (bias input 1)
+    u = unit_roundoff(train_dtype)
+    T = schedule.n_steps
+    K, D = model.n_classes, X.shape[1]
+    contexts, grad_bound, xts, resids, w_cds = [], [], [], [], []
+    gram_top, rounding, ref_round = np.zeros(T), np.zeros(T), np.zeros(T)
+    for t, (pos, lr) in enumerate(zip(schedule.batches, schedule.lrs)):
+        pt = torch.as_tensor(pos)
+        w = weights[t].detach().to("cpu", dt)
+        ctx = op.prepare(w, X[pt], y[pt])
+        contexts.append(ctx)
+        xt = torch.cat([ctx.x, torch.ones(len(pos), 1, dtype=dt)], 1)
+        gram_top[t] = float(torch.linalg.eigvalsh(xt @ xt.T)[-1])
+        resid = ctx.probs - torch.nn.functional.one_hot(ctx.y, K).to(dt)
+        xts.append(xt)
+        resids.append(resid)
+        w_cds.append(_flat_to_cd(w, K, D))
+        gb = resid.norm(dim=1) * x2[pt].sqrt() + sgd.lam * w.norm()
+        grad_bound.append(gb.numpy())
+        w_next = (weights[t + 1] if t + 1 < T else final_weights).detach().to("cpu", dt)
+        with torch.no_grad():
+            exact = update_map(model, sgd, float(lr), ctx.x, ctx.y, float(len(pos)))(w)
+        rounding[t] = float((exact - w_next).norm())
+        k = D + len(pos) + K + 4
+        gamma = k * u / (1.0 - k * u)
+        ref_round[t] = 2.0 * u * float(w_next.norm()) + gamma * float(lr) * float(gb.mean())
+    return BoundCache(contexts, gram_top, grad_bound, rounding, ref_round, x2.numpy(),
+                      final_weights.detach().to("cpu", dt), u, xts, resids, w_cds)
+
+
+def replay_bound_terms(model: FunctionalModel, sgd: SGDConfig, schedule, cache: BoundCache, forget_positions, *,
+                       stored_sum: torch.Tensor | None = None):
+    """Replay U's summed approximator A_t along the recorded trajectory in float64 (T Hessian-vector products on one
+    vector, through the engine's curvature operator and, with clipping or projection, the jvp of the exact update
+    map) and collect every per-step quantity of the a-posteriori certificate (DESIGN §2.4b) as
+    :class:`~unlearn_audit.certify.aposteriori.ReplayTerms`.
+
+    ``stored_sum`` is the approximator sum the unlearner actually added (float32): its distance to the float64 replay
+    enters the certificate as the measured state gap. Returns the terms and A_T (flat, float64).
+    """
+    from unlearn_audit.certify.errors import CertificationError
+
+    if sgd.clip == "batch":
+        raise CertificationError("batch-gradient clipping is not covered by the certificate: train with per-sample "
+                                 "clipping or none")
+    if sgd.clip == "none" and sgd.weight_norm_bound is None:
+        return _replay_plain_softmax(model, sgd, schedule, cache, forget_positions, stored_sum)
+    return _replay_generic(model, sgd, schedule, cache, forget_positions, stored_sum)
+
+
+def _replay_generic(model: FunctionalModel, sgd: SGDConfig, schedule, cache: BoundCache, forget_positions,
+                    stored_sum: torch.Tensor | None):
+    """Any softmax training (clipping, projection) through the engine's recursion step functions (flat layout)."""
+    from dataclasses import replace
+
+    from torch.func import jvp
+
+    from unlearn_audit.certify.aposteriori import ReplayTerms
+    from unlearn_audit.certify.errors import CertificationError
+    from unlearn_audit.hfocu.curvature import BatchContext
+    from unlearn_audit.hfocu.recursion import ApproximatorRecursion
+    from unlearn_audit.training.sgd import batch_gradient, clip_rows, project_ball
+
+    if sgd.clip == "batch":
+        raise CertificationError("batch-gradient clipping is not covered by the certificate: train with per-sample "
+                                 "clipping or none")
+    dt = torch.float64
+    cfg_pre = replace(sgd, weight_norm_bound=None)                  # the projection is handled below
+    rec = ApproximatorRecursion(model, cfg_pre, schedule.n_train, np.zeros(0, dtype=np.int64), dtype=dt)
+    op = rec.op
+    forget = np.zeros(schedule.n_train, dtype=bool)
+    forget[np.asarray(forget_positions, dtype=np.int64)] = True
+    T = schedule.n_steps
+    R = sgd.weight_norm_bound
+    clip = sgd.clip == "per_sample"
+    norm_A, injection, proj_rem = np.zeros(T + 1), np.zeros(T), np.zeros(T)
+    rx2, rax, rgn = [], [], []
+    A = torch.zeros(1, model.dim, dtype=dt)
+    active = False
+    for t, (pos, lr) in enumerate(zip(schedule.batches, schedule.lrs)):
+        ctx = cache.contexts[t]
+        b = float(len(pos))
+        hit = forget[pos]
+        keep = ~hit
+        keep_t = torch.as_tensor(np.nonzero(keep)[0])
+        hit_t = torch.as_tensor(np.nonzero(hit)[0])
+        a_norm = float(A.norm())
+        norm_A[t] = a_norm
+        rx2.append(cache.x2[pos[keep]])
+        if clip:
+            rgn.append(cache.grad_bound[t][keep])
+        if active:
+            Vw, Vb = op.split(A)
+            rax.append((ctx.x[keep_t] @ Vw[0].T + Vb[0]).norm(dim=1).numpy())
+        else:
+            rax.append(np.zeros(int(keep.sum())))
+        info = StepInfo(t, ctx.w, pos, ctx.x, ctx.y, float(lr))
+        g_hit = op.per_sample_grads(BatchContext(ctx.w, ctx.x[hit_t], ctx.y[hit_t], ctx.probs[hit_t])) \
+            if len(hit_t) else None
+        if active and len(hit_t):                                   # (1/|B|) Σ_u D_u ∇²ℓ_u(w_t) A_t
+            if clip:
+                tot = torch.zeros_like(A[0])
+                for j in range(len(hit_t)):
+                    cu = BatchContext(ctx.w, ctx.x[hit_t[j:j + 1]], ctx.y[hit_t[j:j + 1]],
+                                      ctx.probs[hit_t[j:j + 1]])
+                    hv = op.apply(cu, A)[0]
+                    c_fn = lambda g: clip_rows(g[None], sgd.clip_norm)[0]        # noqa: E731
+                    tot = tot + jvp(c_fn, (g_hit[j],), (hv,))[1]
+                injection[t] = float(tot.norm()) / b
+            else:
+                cu = BatchContext(ctx.w, ctx.x[hit_t], ctx.y[hit_t], ctx.probs[hit_t])
+                injection[t] = float(op.apply(cu, A).norm()) * len(hit_t) / b
+        q = rec.propagate_vectors(info, ctx, A) if active else A
+        if len(hit_t):
+            q = q + rec.injection_vectors(info, g_hit).sum(0, keepdim=True)
+            active = True
+        if R is not None and active:
+            p = ctx.w - float(lr) * batch_gradient(model, cfg_pre, ctx.w, ctx.x, ctx.y, b)
+            proj = lambda v: project_ball(v, R)                                  # noqa: E731
+            base, jq = jvp(proj, (p,), (q[0],))
+            proj_rem[t] = float((proj(p + q[0]) - base - jq).norm())
+            A = jq[None]
+        else:
+            A = q
+    norm_A[T] = float(A.norm())
+    gap = None if stored_sum is None else float((A[0] - stored_sum.detach().to("cpu", dt)).norm())
+    return ReplayTerms(
+        lrs=np.asarray(schedule.lrs, dtype=np.float64), batch_sizes=schedule.batch_sizes().astype(np.float64),
+        norm_A=norm_A, injection=injection, gram_top=cache.gram_top, retained_x2=tuple(rx2),
+        retained_ax=tuple(rax), retained_gnorm=tuple(rgn) if clip else None, proj_remainder=proj_rem,
+        rounding=cache.rounding, ref_round=cache.ref_round, lam=float(sgd.lam),
+        clip_norm=float(sgd.clip_norm) if clip else None, projection=R is not None, state_gap=gap,
+        state_norm=float((cache.final + A[0]).norm()), u=cache.u, n_classes=model.n_classes,
+        n_features=int(cache.contexts[0].x.shape[1]) if cache.contexts else 0, max_x2=float(cache.x2.max()),
+        source="replay"), A[0]
+
+
+def _replay_plain_softmax(model: FunctionalModel, sgd: SGDConfig, schedule, cache: BoundCache, forget_positions,
+                          stored_sum: torch.Tensor | None):
+    """The replay of :func:`replay_bound_terms` for plain SGD (no clipping, no projection), in the (C, D+1) matrix
+    layout with the closed-form operator's ``apply_cd``: a few small matrix products per step (the per-request cost
+    of a certified release)."""
+    from unlearn_audit.certify.aposteriori import ReplayTerms
+
+    dt = torch.float64
+    op = make_curvature(model, sgd.lam, "exact")
+    C = model.n_classes
+    forget = np.zeros(schedule.n_train, dtype=bool)
+    forget[np.asarray(forget_positions, dtype=np.int64)] = True
+    T = schedule.n_steps
+    D1 = cache.xt[0].shape[1] if T else 1
+    norm_A, injection = np.zeros(T + 1), np.zeros(T)
+    rx2, rax = [], []
+    A = torch.zeros(C, D1, dtype=dt)
+    active = False
+    lam = float(sgd.lam)
+    for t, (pos, lr) in enumerate(zip(schedule.batches, schedule.lrs)):
+        lr = float(lr)
+        xt, P = cache.xt[t], cache.contexts[t].probs
+        b = xt.shape[0]
+        hit = forget[pos]
+        nh = int(hit.sum())
+        keep = ~hit
+        rx2.append(cache.x2[pos[keep]])
+        if active:
+            norm_A[t] = float(torch.linalg.vector_norm(A))
+            HA, S = op.apply_cd(xt, P, A)
+            rax.append(torch.linalg.vector_norm(S, dim=1).numpy()[keep])
+            if nh:
+                hi = torch.as_tensor(np.flatnonzero(hit))
+                Hu, _ = op.apply_cd(xt[hi], P[hi], A)                  # (1/nh) Σ_u ∇²ℓ_u(w_t) A
+                injection[t] = float(torch.linalg.vector_norm(Hu)) * nh / b
+            A = A - lr * HA
+        else:
+            rax.append(np.zeros(int(keep.sum())))
+        if nh:
+            hi = torch.as_tensor(np.flatnonzero(hit))
+            A = A + (lr / b) * (cache.resid[t][hi].T @ xt[hi] + (nh * lam) * cache.w_cd[t])
+            active = True
+    norm_A[T] = float(torch.linalg.vector_norm(A))
+    A_flat = _cd_to_flat(A[None], C, D1 - 1)[0]
+    gap = None if stored_sum is None else float((A_flat - stored_sum.detach().to("cpu", dt)).norm())
+    return ReplayTerms(
+        lrs=np.asarray(schedule.lrs, dtype=np.float64), batch_sizes=schedule.batch_sizes().astype(np.float64),
+        norm_A=norm_A, injection=injection, gram_top=cache.gram_top, retained_x2=tuple(rx2), retained_ax=tuple(rax),
+        retained_gnorm=None, proj_remainder=np.zeros(T), rounding=cache.rounding, ref_round=cache.ref_round,
+        lam=lam, clip_norm=None, projection=False, state_gap=gap, state_norm=float((cache.final + A_flat).norm()),
+        u=cache.u, n_classes=C, n_features=D1 - 1, max_x2=float(cache.x2.max()), source="replay"), A_flat

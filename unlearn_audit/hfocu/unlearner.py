@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from unlearn_audit.certify import (
+    BOUNDS,
     CertificateConstants,
     SensitivityCertificate,
     calibrate,
@@ -28,6 +29,7 @@ from unlearn_audit.common import check_record_ids
 from unlearn_audit.hfocu.constants import TrajectoryProbe, run_constants
 from unlearn_audit.hfocu.layouts import Layout, Replay, make_layout, resolve_layout
 from unlearn_audit.hfocu.recursion import Order
+from unlearn_audit.hfocu.replay import WeightTrajectory
 from unlearn_audit.models import FunctionalModel
 from unlearn_audit.models.functional import weights_hash
 from unlearn_audit.training import SGDConfig, TrainResult, resolve_device, train_sgd
@@ -37,6 +39,9 @@ if TYPE_CHECKING:
 
 Mode = Literal["all", "candidates", "replay"]
 LayoutName = Literal["auto", "time_outer", "chunk_outer"]
+
+
+Bound = Literal["a_posteriori", "worst_case"]
 
 
 class UnlearningError(ValueError):
@@ -67,12 +72,16 @@ class HFOCUUnlearner:
         curvature: ``exact`` (Hessian) or ``gauss-newton`` (named as such in results).
         order: ``propagate_first`` (the derivation) or ``inject_first`` (the paper's public code, for comparison).
         dtype: dtype of training weights and approximators.
+        bound: the certificate's sensitivity bound, ``a_posteriori`` (DESIGN §2.4b; the default for softmax
+            regression with the derivation's order: the fit then keeps the weight trajectory, T·d floats) or
+            ``worst_case`` (§2.4). Other models use the worst-case recursion with measured constants either way.
     """
 
     def __init__(self, model: FunctionalModel, sgd: SGDConfig, *, mode: Mode = "all",
                  candidates: list[str] | None = None, curvature: str = "exact", order: Order = "propagate_first",
                  dtype: torch.dtype = torch.float32, chunk_size: int = 256, layout: LayoutName = "auto",
-                 device: str = "cpu", store_path: str | None = None, store_dtype: str = "float32"):
+                 device: str = "cpu", store_path: str | None = None, store_dtype: str = "float32",
+                 bound: Bound | None = None):
         if mode not in ("all", "candidates", "replay"):
             raise ValueError(f"mode must be 'all', 'candidates' or 'replay', got '{mode}'")
         if layout not in ("auto", "time_outer", "chunk_outer"):
@@ -85,6 +94,14 @@ class HFOCUUnlearner:
         self.layout, self.device = layout, resolve_device(device)
         self.store_path, self.store_dtype = store_path, store_dtype
         self.store_: ApproximatorStore | None = None
+        if bound is None:     # the a-posteriori bound certifies the derivation's order only
+            bound = "a_posteriori" if order == "propagate_first" else "worst_case"
+        if bound not in BOUNDS:
+            raise ValueError(f"bound must be one of {', '.join(BOUNDS)}, got '{bound}'")
+        if bound == "a_posteriori" and order != "propagate_first" and model.kind == "softmax":
+            raise ValueError("bound 'a_posteriori' certifies the derivation's order (propagate, then inject); "
+                             "with order 'inject_first' use bound 'worst_case'")
+        self.bound = bound
 
     def _resolved_layout(self) -> str:
         return resolve_layout("replay" if self.mode == "replay" else self.layout, self.model, self.sgd,
@@ -117,6 +134,11 @@ class HFOCUUnlearner:
         self.curvature_name_ = layout.curvature_name
         self.probe_ = TrajectoryProbe.for_run(len(x), self.sgd)
         hooks = ([] if self.model.kind == "softmax" else [self.probe_]) + layout.hooks()
+        self.bound_cache_ = None
+        self.weight_trajectory_ = None
+        if self.model.kind == "softmax" and self.bound == "a_posteriori" and not isinstance(layout, Replay):
+            self.weight_trajectory_ = WeightTrajectory()        # w_t for the a-posteriori certificate's replay
+            hooks.append(self.weight_trajectory_)
         start = time.perf_counter()
         result: TrainResult = train_sgd(self.model, x, y, self.sgd, hooks=hooks, dtype=self.dtype, progress=progress)
         self.approximators_ = None
@@ -215,13 +237,46 @@ class HFOCUUnlearner:
                                             self.train_result_, self.probe_)
         return self.constants_
 
-    def certificate(self, record_ids=None) -> SensitivityCertificate:
+    def certificate(self, record_ids=None, *, bound: Bound | None = None) -> SensitivityCertificate:
         """Sensitivity bound Δ on ‖w̄^{−U} − w^{−U}‖ for U = ``record_ids`` (default: everything deleted so far),
-        by :func:`~unlearn_audit.certify.certificate_from_constants` (the trained run's path too)."""
+        by :func:`~unlearn_audit.certify.certificate_from_constants` (the trained run's path too).
+
+        ``bound`` (default: the unlearner's ``bound``): ``a_posteriori`` (DESIGN §2.4b, softmax regression, replayed
+        along this fit's recorded trajectory; raises :class:`~unlearn_audit.certify.NotCertifiable` when its
+        recursion blows up) or ``worst_case`` (§2.4). Other models use the first-order recursion with measured
+        constants either way."""
         pos = self.deleted_positions() if record_ids is None else self._positions(record_ids, check_deleted=False)
         if len(pos) == 0:
             raise UnlearningError("nothing deleted yet: no certificate to compute")
-        return certificate_from_constants(self.schedule_, pos, self.certificate_constants(), order=self.order)
+        bound = self.bound if bound is None else bound
+        whole_state = record_ids is None
+        replay = None
+        if bound == "a_posteriori" and self.model.kind == "softmax" and self._recorded_weights() is not None:
+            replay = lambda p: self._replay_terms(p, whole_state)          # noqa: E731
+        return certificate_from_constants(self.schedule_, pos, self.certificate_constants(), order=self.order,
+                                          bound=bound, replay=replay)
+
+    def _recorded_weights(self) -> list | None:
+        """w_0..w_{T-1} as recorded during training (None when this fit kept no trajectory)."""
+        for traj in (getattr(self, "weight_trajectory_", None),
+                     getattr(getattr(self, "replay_", None), "trajectory", None)):
+            if traj is not None and len(getattr(traj, "weights", ())) == self.schedule_.n_steps:
+                return traj.weights
+        return None
+
+    def _replay_terms(self, pos: np.ndarray, whole_state: bool):
+        """The a-posteriori certificate's replay of U = ``pos`` along the recorded trajectory (float64), with the
+        gap to what was actually added to the state (the whole state, or the approximator sum of ``pos``)."""
+        from unlearn_audit.hfocu.replay import bound_cache, replay_bound_terms
+
+        if self.bound_cache_ is None:
+            self.bound_cache_ = bound_cache(self.model, self.sgd, self.x_, self.y_, self.schedule_,
+                                            self._recorded_weights(), self.weights_, train_dtype=str(self.dtype))
+        if whole_state:
+            stored = self.state_.detach().double() - self.weights_.detach().double()
+        else:
+            stored = self.approximator_sum(self.ids_[pos].tolist()).double()
+        return replay_bound_terms(self.model, self.sgd, self.schedule_, self.bound_cache_, pos, stored_sum=stored)[0]
 
     def release(self, *, epsilon: float, delta: float, seed: int, mechanism: str = "analytic"
                 ) -> tuple[torch.Tensor, SensitivityCertificate, float]:

@@ -121,6 +121,7 @@ def build_view(r: dict) -> dict:
         "attacks": _attacks(r, alpha),
         "equivalence": _equivalence(r),
         "tradeoff": _tradeoff(r),
+        "capacity": _capacity(r),
         "latency": _latency(r),
         "compliance": _compliance(r, primary, pm, cert),
         "environment": _environment(r),
@@ -211,6 +212,21 @@ def _certificate(r: dict, cert: dict, pm: dict, primary: str) -> dict:
                       "draws": ee.get("draws_per_side"),
                       "violated": bool(ee.get("violated"))},
     }
+
+
+def _capacity(r: dict) -> dict | None:
+    """The deletion-capacity curve (results["capacity"]): how many deletions keep a certified release within the
+    utility budget."""
+    c = r.get("capacity")
+    if not isinstance(c, dict) or not c.get("points"):
+        return None
+    pts = [{"k": p.get("n_deleted"), "delta": num(p.get("sensitivity"), 4), "sigma": num(p.get("sigma"), 4),
+            "clean": num(p.get("noiseless_accuracy"), 3), "released": num(p.get("released_accuracy"), 3),
+            "ok": bool(p.get("within_budget")), "reason": p.get("reason", "")} for p in c["points"]]
+    more = "at least " if c.get("exhausted_stream") else ""
+    return {"capacity": f"{more}{c.get('capacity')}", "budget": num(100 * c.get("max_accuracy_loss", float("nan")), 3),
+            "epsilon": num(c.get("epsilon")), "delta": num(c.get("delta")), "stream": c.get("stream", DASH),
+            "sigma_budget": num(c.get("sigma_budget"), 4), "points": pts}
 
 
 def utility_statement(r: dict, primary: str) -> dict | None:

@@ -1,0 +1,344 @@
+"""The a-posteriori certificate (DESIGN §2.4b): a rigorous bound on the linearisation error of HF-OCU, computed for
+the forget set U being released from quantities replayed along the recorded training trajectory.
+
+Notation (``sum`` retrain, DESIGN §2.2): Δ_t = w_t^{-U} − w_t (true retrain minus original), A_t = Σ_{u∈U} a_u(t)
+(the approximator sum, which the unlearner adds), e_t = Δ_t − A_t (the error the certificate bounds), c(·) per-sample
+clipping at C (identity when off), Π the projection onto ‖w‖ ≤ R (identity when off), D_i the Jacobian of c at
+∇ℓ_i(w_t), p_t = w_t − η_t g_t the original's pre-projection point and q_t the linearised pre-projection difference,
+so that A_{t+1} = JΠ(p_t) q_t. Writing the true pre-projection difference as q_t + r_t,
+
+    e_{t+1} = [Π(p_t + q_t + r_t) − Π(p_t + q_t)] + [Π(p_t + q_t) − Π(p_t) − JΠ(p_t) q_t] − o_t
+
+and, Π being non-expansive (projection onto a convex set), ‖e_{t+1}‖ ≤ ‖r_t‖ + π_t + ‖o_t‖ where π_t is the
+projection's linearisation remainder, COMPUTED exactly along the replay (0 without projection), and o_t the
+floating-point rounding of the recorded original step (w_{t+1} minus the exact step from the recorded w_t, measured in
+float64). Split the retained batch B_t\\U into N_t (clipping provably inactive on the whole segment w_t → w_t + Δ_t:
+‖∇ℓ_i(w_t)‖ + (λ + L_i)(‖A_t‖ + ε_t) < C, always true without clipping) and K_t (clipping may bind). Then
+
+    r_t = (I − η_t H̄_t^N) e_t − (η_t/|B_t|) Σ_{i∈N_t} (H̄_i − H_i) A_t
+          − (η_t/|B_t|) Σ_{i∈K_t} [c_i(w_t + Δ_t) − c_i(w_t) − D_i H_i A_t] + (η_t/|B_t|) Σ_{u∈U∩B_t} D_u ∇²ℓ_u(w_t) A_t
+
+with H̄_i = ∫₀¹ ∇²ℓ_i(w_t + sΔ_t) ds and H̄_t^N = (1/|B_t|) Σ_{i∈N_t} H̄_i. Bounds used, each rigorous:
+
+* ρ_t ≥ ‖I − η_t H̄_t^N‖: H̄_t^N has spectrum in [λ c_t, λ c_t + L_t] with c_t = |N_t|/|B_t| and
+  L_t = λ_max(Σ_{i∈B_t} x̃_i x̃_iᵀ)/(2|B_t|) (each CE Hessian is x̃x̃ᵀ ⊗ (diag p − ppᵀ), the softmax covariance has
+  norm ≤ 1/2, and the retained part of the batch's second moment is dominated by the whole batch's), so
+  ρ_t = max(|1 − η_t λ c_t|, |1 − η_t (λ c_t + L_t)|).
+* Third derivative of softmax CE: D³ℓ_i[a, b, z] is the third cumulant under p of (a x̃_i, b x̃_i, z x̃_i) (logit
+  directions); a symmetric trilinear form's norm is its sup over one direction (Banach), and the third central moment
+  of a variable of range r ≤ √2‖s‖ is at most r³/(6√3), so |D³ℓ_i[a, b, z]| ≤ κ ‖a x̃_i‖ ‖b x̃_i‖ ‖z x̃_i‖ with
+  κ = 2√2/(6√3) ≈ 0.2722. Hence ‖(H̄_i − H_i) A_t‖ ≤ (κ/2) ‖Δ_t‖ ‖x̃_i‖² ‖A_t x̃_i‖ (``perturbation="directional"``,
+  the default: ‖A_t x̃_i‖ is replayed) ≤ (M_i/2) ‖Δ_t‖ ‖A_t‖ with M_i = κ‖x̃_i‖³ (``perturbation="uniform"``, the
+  design's M = 0.272‖x̃‖³ form). ‖Δ_t‖ ≤ ‖A_t‖ + ε_t. The λ part of the Hessian is constant and cancels.
+* K_t: c is 1-Lipschitz and ∇ℓ_i is (λ + L_i)-Lipschitz (L_i = ‖x̃_i‖²/2), ‖D_i‖ ≤ 1, so each term is at most
+  (λ + L_i)(‖Δ_t‖ + ‖A_t‖) ≤ (λ + L_i)(2‖A_t‖ + ε_t). Per-sample clipping that binds therefore costs a first-order
+  term: choose C above the gradient norms (or no clipping) for a tight certificate.
+* The injection-step term ‖(1/|B_t|) Σ_{u∈U∩B_t} D_u ∇²ℓ_u(w_t) A_t‖ is computed exactly in the replay.
+
+Together, with ε_0 = 0:
+
+    ε_{t+1} = ρ_t ε_t + η_t [ P_t (‖A_t‖ + ε_t) + I_t + Σ_{i∈K_t} (λ + L_i)(2‖A_t‖ + ε_t)/|B_t| ] + π_t + ‖o_t‖ + s_t
+
+P_t = (κ/2)(1/|B_t|) Σ_{i∈N_t} ‖x̃_i‖² ‖A_t x̃_i‖ (directional), I_t the injection-step term, s_t the float rounding
+of the retrain reference itself (an analytic model: 2u‖w'_{t+1}‖ + γ_k η_t ḡ_t with γ_k = k u/(1 − k u),
+k = D + |B_t| + K + 4 the longest dot product, u the unit round-off of the training dtype, ḡ_t the mean per-sample
+gradient norm bound). The certified sensitivity is Δ(U) = ε_T + ‖A_T − A_T^{stored}‖ + u‖w̄‖: the second term is the
+measured gap between the float64 replay and the float32 approximator sum the unlearner actually added, the third the
+rounding of w̄ = w_T + A.
+
+Data dependence: the bound depends on the training data and on U (as Guo et al.'s data-dependent bound does); σ
+calibrated to it can itself reveal something about D and U. The certificate records this.
+
+When the recursion explodes (the quadratic term P_t‖A_t‖ outgrows the contraction 1 − ρ_t), ε_T is useless; if it is
+not finite or exceeds the worst-case bound 2b_T of DESIGN §2.4 for the same U, :class:`NotCertifiable` is raised with
+the reason (never an astronomical σ). The worst-case bound stays available as a named option.
+
+The plug-in variant (``plug_in_terms``) needs no weight trajectory: ‖A_t‖ ≤ b_t from the a-priori recursion, I_t ≤
+(1/|B_t|) Σ_u (λ + L_u) b_t, P_t ≤ (1/|B_t|) Σ_{i∈N_t} (M_i/2) b_t; looser, and it covers neither binding clipping nor
+projection (their terms need the trajectory).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from unlearn_audit.certify.bounds import SensitivityCertificate, _const, _positions, forget_digest
+from unlearn_audit.certify.errors import CertificationError
+from unlearn_audit.training.schedule import Schedule
+
+__all__ = ["A_POSTERIORI_BOUND", "KAPPA_SOFTMAX", "NotCertifiable", "ReplayTerms", "a_posteriori_certificate",
+           "a_posteriori_recursion", "plug_in_terms", "unit_roundoff"]
+
+KAPPA_SOFTMAX = 2.0 * math.sqrt(2.0) / (6.0 * math.sqrt(3.0))       # ≈ 0.2722
+A_POSTERIORI_BOUND = ("a-posteriori linearisation-error recursion (DESIGN 2.4b): eps_{t+1} = rho_t eps_t + eta_t "
+                      "[P_t (||A_t|| + eps_t) + I_t + K_t] + pi_t + ||o_t|| + s_t, eps_0 = 0, Delta = eps_T + state gap")
+PERTURBATIONS = ("directional", "uniform")
+
+
+class NotCertifiable(CertificationError):
+    """The a-posteriori recursion blew up for this U in this training regime (message says why and what to do)."""
+
+
+def unit_roundoff(dtype_name: str) -> float:
+    """Unit round-off u of a float dtype name ('float32', 'torch.float32', 'float64', ...)."""
+    name = str(dtype_name).replace("torch.", "")
+    table = {"float64": 2.0 ** -53, "float32": 2.0 ** -24, "bfloat16": 2.0 ** -8, "float16": 2.0 ** -11}
+    if name not in table:
+        raise CertificationError(f"unknown training dtype '{dtype_name}' for the rounding slack")
+    return table[name]
+
+
+@dataclass(frozen=True)
+class ReplayTerms:
+    """Per-step quantities of one replay of U's summed approximator along the recorded trajectory (all float64).
+
+    Per step t = 0..T-1 (``norm_A`` has T + 1 entries, A_0..A_T):
+        lrs: η_t. batch_sizes: |B_t|. norm_A: ‖A_t‖. injection: I_t = ‖(1/|B_t|) Σ_{u∈U∩B_t} D_u ∇²ℓ_u(w_t) A_t‖.
+        gram_top: λ_max(Σ_{i∈B_t} x̃_i x̃_iᵀ) over the whole batch (U-independent).
+        retained_x2[t]: ‖x̃_i‖² for i ∈ B_t\\U. retained_ax[t]: ‖A_t x̃_i‖ (A_t as a K×(D+1) matrix), same order.
+        retained_gnorm[t]: an upper bound on ‖∇ℓ_i(w_t)‖, same order (only when clipping is on, else None).
+        proj_remainder: π_t (0 without projection). rounding: ‖o_t‖ measured (NaN if the trajectory has no w_{t+1}).
+        ref_round: s_t without its ε part (see module docstring).
+    Scalars: lam λ, clip_norm C or None, projection (bool), state_gap ‖A_T − A_T^stored‖ (None if not measured),
+    state_norm ‖w_T + A_T‖, u unit round-off of the training dtype, n_classes K, n_features D, max_x2 max‖x̃‖² over
+    the training set, source "replay" or "plug-in".
+    """
+
+    lrs: np.ndarray
+    batch_sizes: np.ndarray
+    norm_A: np.ndarray
+    injection: np.ndarray
+    gram_top: np.ndarray
+    retained_x2: tuple
+    retained_ax: tuple
+    retained_gnorm: tuple | None
+    proj_remainder: np.ndarray
+    rounding: np.ndarray
+    ref_round: np.ndarray
+    lam: float
+    clip_norm: float | None
+    projection: bool
+    state_gap: float | None
+    state_norm: float
+    u: float
+    n_classes: int
+    n_features: int
+    max_x2: float
+    source: str = "replay"
+
+    @property
+    def n_steps(self) -> int:
+        return int(len(self.lrs))
+
+
+@dataclass(frozen=True)
+class RecursionOutcome:
+    """ε_0..ε_T and diagnostics of one evaluation of the recursion."""
+
+    eps: np.ndarray
+    growth: np.ndarray            # ρ_t + η_t P_t + η_t Σ_K (λ + L_i)/|B_t|: the per-step factor multiplying ε_t
+    n_binding: int                # Σ_t |K_t|: retained records whose clipping could bind
+    terms: dict                   # summed contributions (for the certificate's constants)
+
+
+def a_posteriori_recursion(terms: ReplayTerms, *, perturbation: str = "directional") -> RecursionOutcome:
+    """Evaluate the ε recursion of the module docstring (a forward loop in float64; no closed forms)."""
+    if perturbation not in PERTURBATIONS:
+        raise CertificationError(f"perturbation must be one of {', '.join(PERTURBATIONS)}, got {perturbation!r}")
+    T = terms.n_steps
+    lam, C = float(terms.lam), terms.clip_norm
+    eps = np.zeros(T + 1)
+    growth = np.zeros(T)
+    n_binding = 0
+    sums = {"contraction_loss": 0.0, "perturbation": 0.0, "injection": 0.0, "clipping": 0.0, "projection": 0.0,
+            "rounding": 0.0}
+    u = float(terms.u)
+    e = 0.0
+    with np.errstate(over="ignore", invalid="ignore"):
+        for t in range(T):
+            eta, b = float(terms.lrs[t]), float(terms.batch_sizes[t])
+            a = float(terms.norm_A[t])
+            x2 = np.asarray(terms.retained_x2[t], dtype=np.float64)
+            ax = np.asarray(terms.retained_ax[t], dtype=np.float64)
+            Li = x2 / 2.0
+            if C is not None and terms.retained_gnorm is not None:
+                gn = np.asarray(terms.retained_gnorm[t], dtype=np.float64)
+                binding = gn + (lam + Li) * (a + e) >= C
+            else:
+                binding = np.zeros(len(x2), dtype=bool)
+            keep = ~binding
+            n_binding += int(binding.sum())
+            c = float(keep.sum()) / b
+            Lt = float(terms.gram_top[t]) / (2.0 * b)
+            rho = max(abs(1.0 - eta * lam * c), abs(1.0 - eta * (lam * c + Lt)))
+            if perturbation == "directional":
+                P = KAPPA_SOFTMAX / 2.0 * float((x2[keep] * ax[keep]).sum()) / b
+            else:
+                P = KAPPA_SOFTMAX / 2.0 * float((x2[keep] ** 1.5).sum()) / b * a
+            kb = float((lam + Li[binding]).sum()) / b
+            growth[t] = rho + eta * P + eta * kb
+            pert = eta * P * (a + e)
+            inj = eta * float(terms.injection[t])
+            clip_term = eta * kb * (2.0 * a + e)
+            proj = float(terms.proj_remainder[t])
+            rnd = float(terms.rounding[t]) if math.isfinite(float(terms.rounding[t])) else 0.0
+            rnd += float(terms.ref_round[t]) + 2.0 * u * (float(terms.norm_A[t + 1]) + e)
+            e_next = rho * e + pert + inj + clip_term + proj + rnd
+            sums["contraction_loss"] += (rho - 1.0) * e
+            sums["perturbation"] += pert
+            sums["injection"] += inj
+            sums["clipping"] += clip_term
+            sums["projection"] += proj
+            sums["rounding"] += rnd
+            e = e_next
+            eps[t + 1] = e
+    return RecursionOutcome(eps, growth, n_binding, sums)
+
+
+def a_posteriori_certificate(terms: ReplayTerms, schedule: Schedule, forget_positions, *,
+                             worst_case: SensitivityCertificate | None = None, perturbation: str = "directional",
+                             model: str = "softmax_regression") -> SensitivityCertificate:
+    """Δ(U) from the a-posteriori recursion, with every constant and its provenance.
+
+    Args:
+        terms: the replay of U (``unlearn_audit.hfocu.replay.replay_bound_terms``) or ``plug_in_terms``.
+        schedule: the recorded schedule the replay ran on; forget_positions: U (training positions).
+        worst_case: the §2.4 certificate for the same U; the a-posteriori bound is declared blown up when it exceeds
+            it (NotCertifiable names the worst-case Δ as the alternative).
+        perturbation: ``directional`` (replayed ‖A_t x̃_i‖) or ``uniform`` (M_i = κ‖x̃_i‖³).
+
+    Raises:
+        NotCertifiable: the recursion is not finite or exceeds the worst-case bound.
+    """
+    pos = _positions(schedule, forget_positions)
+    if terms.n_steps != schedule.n_steps:
+        raise CertificationError(f"the replay has {terms.n_steps} steps, the schedule {schedule.n_steps}")
+    out = a_posteriori_recursion(terms, perturbation=perturbation)
+    eps_T = float(out.eps[-1])
+    gap = float(terms.state_gap) if terms.state_gap is not None else 0.0
+    delta = eps_T + gap + terms.u * float(terms.state_norm)
+    wc = None if worst_case is None else float(worst_case.sensitivity)
+    vast = math.isfinite(delta) and delta >= float(terms.state_norm) > 0
+    if not math.isfinite(delta) or (wc is not None and delta > wc) or vast:
+        above = np.nonzero(out.growth > 1.0)[0]
+        where = (f"the per-step growth factor rho_t + eta_t (P_t + K_t) exceeds 1 at {len(above)} of {terms.n_steps} "
+                 f"steps (first at step {int(above[0])}, max {float(out.growth.max()):.3g})" if len(above) else
+                 f"the accumulated first-order terms dominate (max growth factor {float(out.growth.max()):.3g})")
+        alt = (f"; the worst-case bound (privacy.bound = 'worst_case') certifies it at Delta = {wc:.4g}"
+               if wc is not None and math.isfinite(wc) else "")
+        clip = (f"; per-sample clipping may bind for {out.n_binding} retained record-steps (first-order cost)"
+                if out.n_binding else "")
+        if not math.isfinite(delta):
+            what = "is not finite"
+        elif wc is not None and delta > wc:
+            what = f"({delta:.4g}) exceeds the worst-case bound"
+        else:
+            what = (f"({delta:.4g}) exceeds the norm of the model itself ({float(terms.state_norm):.4g}): noise "
+                    "calibrated to it would drown the model")
+        raise NotCertifiable(
+            f"not certifiable in this regime: the a-posteriori bound on the linearisation error {what}: {where}"
+            f"{clip}{alt}; smaller step sizes (training.lr) or a larger lam make it certifiable")
+    mx = math.sqrt(terms.max_x2)
+    constants = {
+        "kappa": _const(KAPPA_SOFTMAX, "analytic",
+                        "|D^3 CE[a,b,z]| <= kappa ||a x~|| ||b x~|| ||z x~||, kappa = 2 sqrt2/(6 sqrt3): third "
+                        "cumulant of a logit direction of range <= sqrt2 ||s||, sup over one direction (Banach)"),
+        "M": _const(KAPPA_SOFTMAX * mx ** 3, "analytic",
+                    "Hessian-Lipschitz constant of the per-sample CE, 0.272 max||x~||^3 (x~ = (x, 1), bias)"
+                    + ("; the directional form below uses ||A_t x~_i|| instead of ||A_t|| ||x~_i||"
+                       if perturbation == "directional" else "")),
+        "L_max": _const(float(np.max(terms.gram_top / (2.0 * terms.batch_sizes))) if terms.n_steps else 0.0,
+                        "analytic", "max_t lambda_max(sum_B x~ x~^T)/(2|B_t|): CE Hessian of the batch <= that, "
+                                    "softmax covariance norm <= 1/2; rho_t = max(|1-eta lam c_t|, "
+                                    "|1-eta(lam c_t + L_t)|), c_t = |N_t|/|B_t|"),
+        "lam": _const(terms.lam, "enforced", "regularisation strength of the training objective (all parameters)"),
+        "max_A": _const(float(np.max(terms.norm_A)), "measured" if terms.source == "replay" else "analytic",
+                        "max_t ||A_t||, A_t replayed in float64 along the recorded trajectory (T Hessian-vector "
+                        "products on one vector)" if terms.source == "replay" else
+                        "max_t b_t, the a-priori bound on ||A_t|| (plug-in: no trajectory)"),
+        "injection_sum": _const(out.terms["injection"], "measured" if terms.source == "replay" else "analytic",
+                                "sum_t eta_t ||(1/|B_t|) sum_{u in U cap B_t} D_u Hess l_u(w_t) A_t||"
+                                + (" computed exactly in the replay" if terms.source == "replay" else
+                                   " bounded by (lam + L_u) b_t")),
+        "perturbation_sum": _const(out.terms["perturbation"], "analytic",
+                                   f"sum_t eta_t P_t (||A_t|| + eps_t), perturbation = {perturbation}"),
+        "clipping_sum": _const(out.terms["clipping"], "analytic",
+                               f"retained records whose per-sample clipping may bind ({out.n_binding} record-steps):"
+                               " (lam + L_i)(2||A_t|| + eps_t)/|B_t| each"),
+        "projection_sum": _const(out.terms["projection"], "measured",
+                                 "sum_t ||Pi(p_t+q_t) - Pi(p_t) - JPi(p_t) q_t||, computed in float64 (0 without "
+                                 "projection; the projection onto a ball is non-expansive)"),
+        "rounding_sum": _const(out.terms["rounding"], "analytic",
+                               "measured float rounding of the recorded original steps ||o_t|| plus a float model of "
+                               f"the retrain reference's rounding (unit round-off u = {terms.u:.3g})"),
+        "state_gap": _const(gap, "measured",
+                            "||A_T(float64 replay) - approximator sum actually added (stored, float32)||"
+                            if terms.state_gap is not None else "not measured (no stored sum given)"),
+        "eps_T": _const(eps_T, "analytic", "the recursion's value at T"),
+        "max_growth": _const(float(out.growth.max()) if terms.n_steps else 0.0, "analytic",
+                             "max_t rho_t + eta_t (P_t + K_t): above 1 the recursion amplifies"),
+        "data_dependent": _const(1.0, "analytic",
+                                 "Delta depends on the training data and on U (a data-dependent bound, as Guo et al. "
+                                 "2020): the sigma calibrated to it can itself reveal something about them"),
+    }
+    if terms.clip_norm is not None:
+        constants["C"] = _const(terms.clip_norm, "enforced", "per-sample clipping at norm C")
+    if wc is not None:
+        constants["worst_case_Delta"] = _const(wc, "analytic", "the DESIGN 2.4 first-order bound 2 b_T, same U")
+    return SensitivityCertificate(
+        bound=A_POSTERIORI_BOUND + f" [{terms.source}, perturbation={perturbation}]",
+        sensitivity=float(delta), constants=constants, schedule_digest=schedule.digest(),
+        forget_digest=forget_digest(pos), n_forget=int(pos.size), model=model)
+
+
+def plug_in_terms(schedule: Schedule, forget_positions, *, lam: float, G: float, n_classes: int, n_features: int,
+                  u: float, state_norm: float, weight_norm: float, x2_train: np.ndarray | None = None,
+                  max_x2: float | None = None, gram_top: np.ndarray | None = None) -> ReplayTerms:
+    """ReplayTerms without a trajectory: ‖A_t‖ ≤ b_t (a-priori, ρ^A_t ≥ ‖I − η_t H_t‖ of the full batch) and the
+    data-dependent terms bounded through b_t (see the module docstring). Covers neither clipping that may bind nor
+    projection (the caller refuses those). Rounding: the float model s_t for the original trajectory too (nothing
+    recorded to measure it on).
+
+    Args:
+        G: bound on every injected gradient norm. u: unit round-off of the training dtype. state_norm: ‖w̄‖ (or a
+        bound). weight_norm: max_t ‖w_t‖ (for the rounding model). x2_train: ‖x̃_i‖² of every training record
+        (position order), or ``max_x2`` for all of them. gram_top: λ_max(Σ_{i∈B_t} x̃x̃ᵀ) per step (default: the
+        trace bound Σ_{i∈B_t} ‖x̃_i‖²).
+    """
+    pos = _positions(schedule, forget_positions)
+    if x2_train is None:
+        if max_x2 is None:
+            raise CertificationError("plug_in_terms needs x2_train or max_x2")
+        x2_train = np.full(schedule.n_train, float(max_x2))
+    x2_train = np.asarray(x2_train, dtype=np.float64)
+    forget = np.zeros(schedule.n_train, dtype=bool)
+    forget[pos] = True
+    T = schedule.n_steps
+    lrs = np.asarray(schedule.lrs, dtype=np.float64)
+    sizes = schedule.batch_sizes().astype(np.float64)
+    if gram_top is None:
+        gram_top = np.array([x2_train[bt].sum() for bt in schedule.batches])
+    b = np.zeros(T + 1)
+    inj = np.zeros(T)
+    ref = np.zeros(T)
+    rx2, rax = [], []
+    for t, bt in enumerate(schedule.batches):
+        hit = forget[bt]
+        Lt = gram_top[t] / (2.0 * sizes[t])
+        rhoA = max(abs(1.0 - lrs[t] * lam), abs(1.0 - lrs[t] * (lam + Lt)))
+        inj[t] = float((lam + x2_train[bt[hit]] / 2.0).sum()) / sizes[t] * b[t]
+        xr = x2_train[bt[~hit]]
+        rx2.append(xr)
+        rax.append(np.sqrt(xr) * b[t])                     # ‖A_t x̃_i‖ ≤ ‖A_t‖ ‖x̃_i‖ ≤ b_t ‖x̃_i‖
+        b[t + 1] = rhoA * b[t] + lrs[t] * hit.sum() * G / sizes[t]
+        k = n_features + len(bt) + n_classes + 4
+        ref[t] = 2.0 * (2.0 * u * weight_norm + k * u / (1.0 - k * u) * lrs[t] * G)   # original and retrain
+    return ReplayTerms(lrs=lrs, batch_sizes=sizes, norm_A=b, injection=inj, gram_top=np.asarray(gram_top, float),
+                       retained_x2=tuple(rx2), retained_ax=tuple(rax), retained_gnorm=None,
+                       proj_remainder=np.zeros(T), rounding=np.zeros(T), ref_round=ref, lam=float(lam),
+                       clip_norm=None, projection=False, state_gap=None, state_norm=float(state_norm), u=float(u),
+                       n_classes=int(n_classes), n_features=int(n_features), max_x2=float(x2_train.max()),
+                       source="plug-in")
