@@ -161,7 +161,7 @@ def unlearner_capacity(unlearner, x_test, y_test, *, epsilon: float, delta: floa
     un = unlearner
     model = un.model
     if stream is None:
-        tracked = np.asarray(un.recursion_.tracked_positions) if un.layout_ != "replay" else np.arange(len(un.ids_))
+        tracked = np.asarray(un.tracked_positions_)
         order = np.random.default_rng(seed).permutation(tracked)
         cap = max(1, len(un.ids_) // 2) if max_stream is None else int(max_stream)
         order = order[:cap]
