@@ -14,13 +14,11 @@ the caller computed on its own models and returns an :class:`AttackResult` (AUC,
 """
 
 from . import errors, features, signals
-from .errors import (AttackError, InSampleScoringError, InvalidInputError, NotFittedError,
-                     ShadowFitError)
+from .errors import AttackError, InSampleScoringError, InvalidInputError, NotFittedError, ShadowFitError
 from .lira import LiRA, draw_keep_masks, load_keep_masks
 from .loss import LossAttack
 from .results import AttackResult, auc_from_scores
-from .unlearning import (OriginalOnlyAttack, ShadowPair, ShadowProtocol, UnlearningAttack,
-                         degradation_metrics)
+from .unlearning import OriginalOnlyAttack, ShadowPair, ShadowProtocol, UnlearningAttack, degradation_metrics
 
 __all__ = [
     "AttackResult", "auc_from_scores",

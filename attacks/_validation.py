@@ -39,7 +39,9 @@ def float_array(name: str, value: Any, ndim: int | tuple[int, ...] | None = None
     return arr
 
 
-def label_array(name: str, value: Any, n_classes: int | None = None, shape: tuple[int, ...] | None = None) -> np.ndarray:
+def label_array(
+    name: str, value: Any, n_classes: int | None = None, shape: tuple[int, ...] | None = None
+) -> np.ndarray:
     """Return integer class labels as int64, validated against ``n_classes`` and ``shape``."""
     arr = to_numpy(value)
     if arr.dtype == bool:

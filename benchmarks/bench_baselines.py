@@ -87,7 +87,8 @@ def run_seed(setting: dict, seed: int, args) -> dict:
             extra_cols = {}
         rows[name] = {**extra_cols, "distance": s["distance_to_retrain"], "precompute": out.precompute_seconds,
                       "per_request": out.seconds_per_request, "storage_mb": out.storage_bytes / 2 ** 20,
-                      "test_acc": s["accuracy"]["test"], "sigma": out.sigma, "wall": time.perf_counter() - t0, "_out": out, "_summary": s}
+                      "test_acc": s["accuracy"]["test"], "sigma": out.sigma, "wall": time.perf_counter() - t0,
+                      "_out": out, "_summary": s}
     ctx.extra["outcomes"] = outcomes
     rows["retrain"] = {"distance": 0.0, "precompute": 0.0, "per_request": ctx.retrain_seconds, "storage_mb": 0.0,
                        "test_acc": ctx.model.accuracy(ctx.w_retrain, ctx.x_test, ctx.y_test), "sigma": 0.0}
@@ -248,7 +249,8 @@ def main() -> None:
              f"--requests {args.requests} --forget {args.forget}` on {datetime.now(timezone.utc):%Y-%m-%d} "
              f"({platform.processor() or platform.machine()}, {os.cpu_count()} cores shared with other jobs, "
              f"torch {torch.__version__}, {args.threads} threads, CPU). Seeds: {seeds} (the HF-OCU "
-             "paper's). Cells: mean [95% Student-t interval over seeds]. Per-seed numbers: the `.json` beside this file.",
+             "paper's). Cells: mean [95% Student-t interval over seeds]. "
+             "Per-seed numbers: the `.json` beside this file.",
              ""]
     wall = 0.0
     for key in args.settings.split(","):

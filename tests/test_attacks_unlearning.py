@@ -9,8 +9,15 @@ import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
 
-from attacks import (InSampleScoringError, OriginalOnlyAttack, ShadowProtocol, UnlearningAttack,
-                     degradation_metrics, features, signals)
+from attacks import (
+    InSampleScoringError,
+    OriginalOnlyAttack,
+    ShadowProtocol,
+    UnlearningAttack,
+    degradation_metrics,
+    features,
+    signals,
+)
 from attacks.errors import InvalidInputError, NotFittedError
 
 
@@ -111,7 +118,8 @@ def test_attacks_refuse_to_score_their_training_records():
     with pytest.raises(InSampleScoringError):
         OriginalOnlyAttack().fit(pairs).run(p.p_original, p.labels)
     # plain 3-tuples without ids work too, and disjoint target records are scored
-    atk3 = UnlearningAttack("random_forest", "sorted_diff").fit([(q.p_original, q.p_unlearned, q.labels) for q in pairs])
+    triples = [(q.p_original, q.p_unlearned, q.labels) for q in pairs]
+    atk3 = UnlearningAttack("random_forest", "sorted_diff").fit(triples)
     tgt = proto.target_pair()
     res = atk3.run(tgt.p_original, tgt.p_unlearned, tgt.labels, ids=tgt.ids)
     assert res.n_members == res.n_nonmembers == 20

@@ -12,9 +12,19 @@ import numpy as np
 import pytest
 import torch
 
-from unlearn_audit.baselines import (CertifiedNewtonStep, DataHessian, InfluenceJackknife, NewtonStep,
-                                     conjugate_gradient, factor_spd, finetune, lissa_solve, neggrad,
-                                     solve_with_damping, train_dpsgd)
+from unlearn_audit.baselines import (
+    CertifiedNewtonStep,
+    DataHessian,
+    InfluenceJackknife,
+    NewtonStep,
+    conjugate_gradient,
+    factor_spd,
+    finetune,
+    lissa_solve,
+    neggrad,
+    solve_with_damping,
+    train_dpsgd,
+)
 from unlearn_audit.models import build_model
 from unlearn_audit.training import SGDConfig, train_sgd
 

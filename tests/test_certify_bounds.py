@@ -408,8 +408,13 @@ def test_certificate_from_constants_is_the_softmax_bound_and_survives_json():
 
 
 def test_certificate_from_constants_recursion_kind_and_refusals():
-    from unlearn_audit.certify import (Constant, RecursionConstants, SoftmaxRegressionConstants,
-                                       certificate_from_constants, constants_from_dict)
+    from unlearn_audit.certify import (
+        Constant,
+        RecursionConstants,
+        SoftmaxRegressionConstants,
+        certificate_from_constants,
+        constants_from_dict,
+    )
 
     s = _sched()
     rc = RecursionConstants(model="mlp", rho=Constant(1.01, "measured", "power iteration"),

@@ -3,8 +3,16 @@
 import numpy as np
 import pytest
 
-from unlearn_audit.data import (DataError, Dataset, Standardizer, find_fashion_mnist_dir, load_dataset, prepare,
-                                split_dataset, unit_norm_rows)
+from unlearn_audit.data import (
+    DataError,
+    Dataset,
+    Standardizer,
+    find_fashion_mnist_dir,
+    load_dataset,
+    prepare,
+    split_dataset,
+    unit_norm_rows,
+)
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ from click.testing import CliRunner
 
 from unlearn_audit.cli import main
 from unlearn_audit.data import load_dataset, prepare, split_dataset
-from unlearn_audit.hfocu import HFOCUUnlearner
 from unlearn_audit.deletion import DurableUnlearner, save_trained_run
+from unlearn_audit.hfocu import HFOCUUnlearner
 from unlearn_audit.models import build_model
 from unlearn_audit.training import SGDConfig
 

@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from unlearn_audit.data import load_dataset, prepare, split_dataset
-from unlearn_audit.hfocu import HFOCUUnlearner
 from unlearn_audit.deletion import DurableUnlearner, save_trained_run
+from unlearn_audit.hfocu import HFOCUUnlearner
 from unlearn_audit.models import build_model
 from unlearn_audit.training import SGDConfig
 

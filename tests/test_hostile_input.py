@@ -35,8 +35,8 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="module")
 def template(tmp_path_factory):
     from unlearn_audit.data import load_dataset, prepare, split_dataset
-    from unlearn_audit.hfocu import HFOCUUnlearner
     from unlearn_audit.deletion import save_trained_run
+    from unlearn_audit.hfocu import HFOCUUnlearner
     from unlearn_audit.models import build_model
     from unlearn_audit.training import SGDConfig
 

@@ -99,8 +99,8 @@ def test_force_replaces_a_previous_run_folder_and_nothing_else(audited, tmp_path
 def _start_audit(wd: Path, env: dict) -> subprocess.Popen:
     (wd / "c.toml").write_text("seed = 1\n[training]\nepochs = 200\n")      # long enough to be interrupted
     return subprocess.Popen([sys.executable, "-m", "unlearn_audit.cli", "audit", "--config", "c.toml", "--out",
-                             "out", "--no-pdf", "--quiet"], cwd=wd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                             "out", "--no-pdf", "--quiet"], cwd=wd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
 
 
 def _wait_for_partial(wd: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
@@ -275,8 +275,8 @@ def trained(tmp_path_factory):
     import torch
 
     from unlearn_audit.data import load_dataset, prepare, split_dataset
-    from unlearn_audit.hfocu import HFOCUUnlearner
     from unlearn_audit.deletion import save_trained_run
+    from unlearn_audit.hfocu import HFOCUUnlearner
     from unlearn_audit.models import build_model
     from unlearn_audit.training import SGDConfig
 

@@ -15,7 +15,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from unlearn_audit.common import json_digest
 
-
 # Upper bounds on sizes that would overflow or never finish (a seed beyond 64-bit RNG state, a step size whose first
 # update overflows float32, a hidden layer or an epoch count no machine finishes). The error names the bound.
 MAX_SEED = 2**32 - 1

@@ -54,7 +54,8 @@ def run_hfocu(ctx: AuditContext) -> MethodOutcome:
         before = weights_hash(un.state_)
         receipt = un.delete(list(chunk))
         requests.append({"request_id": f"req-{k + 1:04d}", "n_records": len(chunk),
-                         "hashed_record_ids": [hash_record_id(r, ctx.record_id_key) for r in chunk], "applied_at": _now(),
+                         "hashed_record_ids": [hash_record_id(r, ctx.record_id_key) for r in chunk],
+                         "applied_at": _now(),
                          "seconds": receipt.seconds, "state_hash_before": before,
                          "state_hash_after": weights_hash(un.state_)})
     pc = ctx.cfg.privacy

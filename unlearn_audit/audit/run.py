@@ -25,7 +25,8 @@ __all__ = ["OutputDirError", "RUN_FILES", "check_out_dir", "default_run_dir", "e
 
 # What a run folder holds: `--force` replaces a previous run folder only if it holds nothing else (a deletion ledger
 # or releases written by `forget` are never deleted).
-RUN_FILES = frozenset({"config.toml", "results.json", "report.html", "report.pdf", "artefacts", "trained_run", KEY_FILE})
+RUN_FILES = frozenset({"config.toml", "results.json", "report.html", "report.pdf", "artefacts", "trained_run",
+                       KEY_FILE})
 
 
 def default_run_dir(base: Path = Path("reports")) -> Path:

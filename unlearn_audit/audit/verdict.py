@@ -29,7 +29,8 @@ def _describe(row: dict, margin: float, alpha: float) -> str:
     if row["decision"] == "different":
         kind = ("over-unlearning (AUC below the retrained model's)" if row["direction"] == "below"
                 else "residual membership signal (AUC above the retrained model's)")
-        return f"{attack}: AUC differs from the retrained model's by more than ±{margin:g}: {kind}, difference {diff:+.4f}"
+        return (f"{attack}: AUC differs from the retrained model's by more than ±{margin:g}: {kind}, "
+                f"difference {diff:+.4f}")
     n = row.get("records_to_decide")
     return f"{attack}: interval {ci} straddles the margin ±{margin:g}" + (
         f"; about {n} forget records would decide" if n else "")

@@ -12,9 +12,16 @@ The audit registers each as a method (``unlearn_audit.audit.methods.METHODS``).
 
 from unlearn_audit.baselines.cns import CertifiedNewtonStep, hessian_lipschitz
 from unlearn_audit.baselines.dpsgd import DPSGDResult, train_dpsgd
-from unlearn_audit.baselines.hessian import (DataHessian, SolveInfo, SPDFactor, conjugate_gradient,
-                                             extreme_eigenvalues, factor_spd, softmax_dense_hessian,
-                                             solve_with_damping)
+from unlearn_audit.baselines.hessian import (
+    DataHessian,
+    SolveInfo,
+    SPDFactor,
+    conjugate_gradient,
+    extreme_eigenvalues,
+    factor_spd,
+    softmax_dense_hessian,
+    solve_with_damping,
+)
 from unlearn_audit.baselines.lissa import LissaInfo, chain_hvps, lissa_solve
 from unlearn_audit.baselines.newton import InfluenceJackknife, NewtonStep
 from unlearn_audit.baselines.simple import finetune, neggrad

@@ -25,8 +25,15 @@ from typing import Literal
 import numpy as np
 import torch
 
-from unlearn_audit.baselines.hessian import (DTYPE, DataHessian, SolveInfo, extreme_eigenvalues, factor_spd,
-                                             resolve_hvp_dtype, solve_with_damping)
+from unlearn_audit.baselines.hessian import (
+    DTYPE,
+    DataHessian,
+    SolveInfo,
+    extreme_eigenvalues,
+    factor_spd,
+    resolve_hvp_dtype,
+    solve_with_damping,
+)
 from unlearn_audit.baselines.retained import TrainingSetBaseline
 from unlearn_audit.models import FunctionalModel
 

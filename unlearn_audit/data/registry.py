@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from .cifar import load_cifar10_local
 from .dataset import DataError, Dataset
 from .files import load_csv, load_npz
-from .sources import (load_breast_cancer, load_digits, load_fashion_mnist, load_idx_folder, load_mnist5000,
-                      load_wine)
+from .sources import load_breast_cancer, load_digits, load_fashion_mnist, load_idx_folder, load_mnist5000, load_wine
 
 
 @dataclass(frozen=True)

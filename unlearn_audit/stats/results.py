@@ -153,7 +153,8 @@ class TPRAtFPRResult(_Result):
     n_eval_nonmembers: int
     alpha: float
     method: str = "clopper_pearson"
-    threshold_rule: str = "member if score > threshold; threshold = smallest calibration score with calibration FPR <= target"
+    threshold_rule: str = ("member if score > threshold; "
+                           "threshold = smallest calibration score with calibration FPR <= target")
 
 
 @dataclass(frozen=True)
