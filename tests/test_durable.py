@@ -1,7 +1,6 @@
 """Durable HF-OCU deletions: trained-run format, idempotency, release semantics, refusals that leave the ledger
 unchanged, and a real SIGKILL between begin and commit."""
 
-import json
 import shutil
 import sqlite3
 import subprocess

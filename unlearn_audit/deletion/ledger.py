@@ -38,8 +38,8 @@ Errors are ``LedgerError`` (a ``ValueError``) with one-line messages naming the 
 
 from __future__ import annotations
 
-import hashlib
 import dataclasses
+import hashlib
 import json
 import math
 import sqlite3

@@ -254,7 +254,8 @@ class DurableUnlearner:
                 raise DurableError(f"ledger {self.ledger_path} does not match the trained run's anchor "
                                    f"({ANCHOR_FILE}) at request #{m}: its hash chain differs (the ledger was replaced "
                                    "or rewritten)")
-        if self.anchor_path is not None and (anchor is None and n > 0 or anchor is not None and n > anchor["n_applied"]):
+        behind = anchor is None and n > 0 or anchor is not None and n > anchor["n_applied"]
+        if self.anchor_path is not None and behind:
             self._write_anchor(n, head)         # a commit whose anchoring was interrupted, or a first anchor
 
     def _write_anchor(self, n: int, head: str) -> None:
