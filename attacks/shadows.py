@@ -365,7 +365,7 @@ def train_functional_ensemble(forward: Callable[[torch.Tensor, torch.Tensor], to
                     forward=forward)
 
 
-def _to_module(model_kind: str, p: dict[str, torch.Tensor]) -> torch.nn.Module:
+def _to_module(model_kind: str, p: dict[str, torch.Tensor]) -> torch.nn.Sequential:
     """A ``torch.nn.Sequential`` holding one model's parameters (nn.Linear stores W transposed)."""
     def linear(W, b):
         layer = torch.nn.Linear(W.shape[0], W.shape[1], dtype=W.dtype)
@@ -378,7 +378,7 @@ def _to_module(model_kind: str, p: dict[str, torch.Tensor]) -> torch.nn.Module:
     return torch.nn.Sequential(linear(p["W1"], p["b1"]), torch.nn.ReLU(), linear(p["W2"], p["b2"]))
 
 
-def _from_module(model_kind: str, module: torch.nn.Module) -> dict[str, torch.Tensor]:
+def _from_module(model_kind: str, module: torch.nn.Sequential) -> dict[str, torch.Tensor]:
     lin = [m for m in module if isinstance(m, torch.nn.Linear)]
     if model_kind == "softmax":
         return {"W": lin[0].weight.detach().T.clone(), "b": lin[0].bias.detach().clone()}
@@ -494,7 +494,7 @@ class ShadowCache:
         fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".npz.tmp")
         try:
             with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
+                np.savez(f, allow_pickle=False, **arrays)   # numeric arrays only (np.load refuses pickles)
             os.replace(tmp, self.path(key))
         except BaseException:
             if os.path.exists(tmp):

@@ -161,9 +161,13 @@ class _ShadowTrainedAttack(abc.ABC):
         self.n_train_, self.n_shadow_pairs_ = int(y.size), len(pairs)
         return self
 
-    def _check_not_in_sample(self, raw: list[np.ndarray], ids: Any) -> None:
+    def _fitted_pipeline(self) -> Pipeline:
         if self.pipeline_ is None:
             raise NotFittedError(f"{type(self).__name__}: call fit(shadow_pairs) before scoring")
+        return self.pipeline_
+
+    def _check_not_in_sample(self, raw: list[np.ndarray], ids: Any) -> None:
+        self._fitted_pipeline()
         n = raw[0].shape[0]
         if ids is not None and self._fitted_with_ids:
             hits = [i for i, h in enumerate(_id_fingerprints(ids, n)) if h in self._id_fp]
@@ -180,8 +184,9 @@ class _ShadowTrainedAttack(abc.ABC):
                    "fit and score with record ids)"))
 
     def _predict(self, X: np.ndarray) -> np.ndarray:
-        proba = self.pipeline_.predict_proba(X)
-        classes = list(self.pipeline_.classes_)
+        pipeline = self._fitted_pipeline()
+        proba = pipeline.predict_proba(X)
+        classes = list(pipeline.classes_)
         return np.asarray(proba[:, classes.index(1)], dtype=np.float64)
 
 

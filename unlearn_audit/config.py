@@ -493,7 +493,8 @@ def config_reference_markdown() -> str:
     ]
     top = [(k, f) for k, f in AuditConfig.model_fields.items()
            if not (isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel))]
-    sections = [(k, f.annotation) for k, f in AuditConfig.model_fields.items() if (k, f) not in top]
+    sections = [(k, f.annotation) for k, f in AuditConfig.model_fields.items()
+                if isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel)]
 
     def table(prefix: str, fields) -> list[str]:
         rows = ["| key | type | allowed | default | meaning |", "|---|---|---|---|---|"]

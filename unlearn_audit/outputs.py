@@ -102,7 +102,7 @@ def remove_stale_partials(out: Path) -> list[Path]:
     lock file with no process holding its lock. Folders in use, or not made by this module, are left alone."""
     out = Path(out)
     parent = out.parent if str(out.parent) else Path(".")
-    removed = []
+    removed: list[Path] = []
     try:
         candidates = list(parent.glob(f".{out.name}.partial-*"))
     except OSError:

@@ -100,7 +100,8 @@ def load_cifar10_local(data_dir, *, flatten: bool = True, name: str = "cifar10_l
     parts = [("train", p) for p in train_files] + ([("test", test_file)] if test_file.is_file() else [])
     if not parts:
         raise DataError(f"dataset '{name}': no data_batch_<k> or test_batch files in {folder}")
-    xs, ys, ids, is_test = [], [], [], []
+    xs, ys, is_test = [], [], []
+    ids: list[str] = []
     counters = {"train": 0, "test": 0}
     for split, p in parts:
         data, labels = _read_batch(p)
@@ -111,7 +112,7 @@ def load_cifar10_local(data_dir, *, flatten: bool = True, name: str = "cifar10_l
         counters[split] += len(labels)
         is_test.append(np.full(len(labels), split == "test"))
     raw = np.concatenate(xs)
-    x = np.empty(raw.shape, dtype=np.float32)
+    x: np.ndarray = np.empty(raw.shape, dtype=np.float32)
     np.multiply(raw, np.float32(1 / 255), out=x)
     if not flatten:
         x = x.reshape(-1, 3, 32, 32)

@@ -27,7 +27,7 @@ def _one_line(value: object, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, init=False)
 class Dataset:
     """Features ``x`` (float32, shape ``(n, *feature_shape)``), labels ``y`` (int64 in ``0..n_classes-1``) and
     unique string ``ids`` for ``n`` records.
@@ -40,16 +40,23 @@ class Dataset:
 
     x: np.ndarray
     y: np.ndarray
-    ids: np.ndarray | None
+    ids: np.ndarray
     name: str
     class_names: list[str]
     official_test_mask: np.ndarray | None = None
     feature_names: list[str] | None = None
     source: str = ""
 
-    def __post_init__(self) -> None:
-        name = self.name = str(self.name)
-        x = np.asarray(self.x)
+    def __init__(self, x: np.ndarray, y: np.ndarray, ids: np.ndarray | None, name: str, class_names: list[str],
+                 official_test_mask: np.ndarray | None = None, feature_names: list[str] | None = None,
+                 source: str = "") -> None:
+        # Written out (not generated) because ``ids=None`` is accepted but the field is always an array afterwards.
+        self.name = name = str(name)
+        self.class_names = class_names
+        self.official_test_mask = official_test_mask
+        self.feature_names = feature_names
+        self.source = source
+        x = np.asarray(x)
         if x.ndim < 2:
             raise DataError(f"dataset '{name}': x must have shape (n, features...), got shape {x.shape}")
         if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
@@ -57,7 +64,7 @@ class Dataset:
         self.x = np.ascontiguousarray(x, dtype=np.float32)
         n = self.x.shape[0]
 
-        y = np.asarray(self.y)
+        y = np.asarray(y)
         if y.ndim != 1 or y.shape[0] != n:
             raise DataError(f"dataset '{name}': y has shape {y.shape}, expected ({n},) to match x")
         if y.dtype == bool:
@@ -67,10 +74,10 @@ class Dataset:
                 raise DataError(f"dataset '{name}': labels must be integers 0..k-1, got dtype {y.dtype}")
         self.y = np.ascontiguousarray(y, dtype=np.int64)
 
-        if self.ids is None:
+        if ids is None:
             self.ids = np.array([f"{name}:{i}" for i in range(n)], dtype=str)
         else:
-            ids = np.asarray(self.ids)
+            ids = np.asarray(ids)
             if ids.ndim != 1 or ids.shape[0] != n:
                 raise DataError(f"dataset '{name}': ids has shape {ids.shape}, expected ({n},) to match x")
             if ids.dtype.kind not in "U":

@@ -100,6 +100,6 @@ def find_idx_pairs(folder) -> dict[str, tuple[Path, Path]]:
         if (imgs is None) != (labs is None):
             missing = "labels" if labs is None else "images"
             raise DataError(f"IDX folder {folder}: {split} {missing} file missing")
-        if imgs is not None:
+        if imgs is not None and labs is not None:
             pairs[split] = (imgs, labs)
     return pairs

@@ -104,7 +104,8 @@ def load_idx_folder(data_dir, *, name: str, class_names: list[str] | None = None
     for split in require:
         if split not in pairs:
             raise DataError(f"dataset '{name}': {split} IDX files missing in {data_dir}")
-    images, labels, ids, is_test = [], [], [], []
+    images, labels, is_test = [], [], []
+    ids: list[str] = []
     for split in ("train", "test"):
         if split not in pairs:
             continue

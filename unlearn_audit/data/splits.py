@@ -81,7 +81,7 @@ def _check_fraction(name: str, value, *, allow_one: bool = False) -> float:
 
 def _order(y: np.ndarray, rng: np.random.Generator, stratify: bool) -> np.ndarray:
     """A random order of range(len(y)); stratified so every contiguous block keeps the class proportions."""
-    n = y.shape[0]
+    n = int(y.shape[0])
     if not stratify:
         return rng.permutation(n)
     key = np.empty(n, dtype=np.float64)

@@ -62,7 +62,7 @@ class Standardizer:
         """JSON-ready state; ``summary=True`` leaves out the per-feature vectors."""
         out: dict[str, Any] = {"kind": "standardize", "std_floor": self.std_floor,
                                "feature_shape": None if self.feature_shape_ is None else list(self.feature_shape_)}
-        if not summary and self.mean_ is not None:
+        if not summary and self.mean_ is not None and self.scale_ is not None:
             out["mean"] = self.mean_.tolist()
             out["scale"] = self.scale_.tolist()
         return out

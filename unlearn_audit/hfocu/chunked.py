@@ -116,10 +116,10 @@ def softmax_chunk_outer(x: torch.Tensor, y: torch.Tensor, n_classes: int, lam: f
             if order == "propagate_first":
                 n_active = _inject(A, traj.positions[t], slot_of, resid[t], batch_xt[t], w_cd[t], lam, lr, b,
                                    n_active, starts, t)
-        if sink is not None:
-            sink(rows, _cd_to_flat(A, C, D))
-        else:
+        if out is not None:                         # allocated exactly when there is no sink
             out[torch.as_tensor(rows, device=dev)] = _cd_to_flat(A, C, D)
+        elif sink is not None:
+            sink(rows, _cd_to_flat(A, C, D))
         if progress:
             progress(ci + 1, len(chunks))
     return out, hvps

@@ -110,13 +110,13 @@ class ApproximatorRecursion:
         cfg, w = self.cfg, info.w
         b = float(len(info.positions))
         if cfg.clip == "per_sample":
-            g = clip_rows(g, cfg.clip_norm)
+            g = clip_rows(g, cfg.clipping_norm())
         inj = info.lr * g / b
         if cfg.clip == "batch" or cfg.weight_norm_bound is not None:
             g_batch = batch_gradient(self.model, SGDConfig(**{**cfg.__dict__, "clip": "none"}) if cfg.clip == "batch"
                                      else cfg, w, info.x, info.y, b)
             if cfg.clip == "batch":
-                clip = lambda v: clip_rows(v[None], cfg.clip_norm)[0]                      # noqa: E731
+                clip = lambda v: clip_rows(v[None], cfg.clipping_norm())[0]                # noqa: E731
                 inj = vmap(lambda v: jvp(clip, (g_batch,), (v,))[1])(inj)
                 g_batch = clip(g_batch)
             if cfg.weight_norm_bound is not None:

@@ -45,7 +45,7 @@ from unlearn_audit.common import atomic_save_npy, atomic_write_text, file_sha256
 
 FORMAT = "unlearn-audit/approximator-store"
 VERSION = 1
-DTYPES = {"float32": np.dtype("<f4"), "bfloat16": np.dtype("<u2")}
+DTYPES: dict[str, np.dtype] = {"float32": np.dtype("<f4"), "bfloat16": np.dtype("<u2")}
 DEFAULT_CHUNK_BYTES = 16 * 2 ** 20
 _TINY = float(np.finfo(np.float32).tiny)
 
@@ -342,6 +342,8 @@ class ApproximatorStore:
         recs = [_read_json(f) for f in files]
         base = {k: v for k, v in recs[0].items() if k not in ("shard", "created")}
         bounds = base.get("shard_bounds")
+        if not isinstance(bounds, list):
+            raise StoreError(f"{files[0].name}: no shard_bounds list")
         for f, r in zip(files, recs):
             other = {k: v for k, v in r.items() if k not in ("shard", "created")}
             if other != base:

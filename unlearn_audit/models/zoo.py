@@ -129,11 +129,12 @@ def build_model(kind: str, input_shape: tuple[int, ...], n_classes: int, *, seed
     n_features = math.prod(input_shape)
     torch.manual_seed(seed)
     options: dict = {}
+    module: nn.Module
     if kind == "softmax":
-        module = SoftmaxRegression(n_features, n_classes)
+        softmax = module = SoftmaxRegression(n_features, n_classes)
         if zero_init:
-            nn.init.zeros_(module.linear.weight)
-            nn.init.zeros_(module.linear.bias)
+            nn.init.zeros_(softmax.linear.weight)
+            nn.init.zeros_(softmax.linear.bias)
     elif kind == "mlp":
         module = MLP(n_features, n_classes, hidden)
         options["hidden"] = int(hidden)
@@ -168,8 +169,10 @@ class _Reshape(nn.Module):
 
 def _image_shape(kind: str, input_shape: tuple[int, ...]) -> tuple[int, int, int]:
     """(C, H, W) for an image model; flat inputs of 784 / 3072 values are read as 1×28×28 / 3×32×32."""
+    shape: tuple[int, int, int]
     if len(input_shape) == 3:
-        shape = tuple(int(s) for s in input_shape)
+        c, h, w = (int(s) for s in input_shape)
+        shape = (c, h, w)
     else:
         n = math.prod(input_shape)
         side1, side3 = math.isqrt(n), math.isqrt(n // 3) if n % 3 == 0 else 0

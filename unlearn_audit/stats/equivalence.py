@@ -96,10 +96,10 @@ def tost_auc_equivalence(scores, labels, reference_scores=None, *, reference_auc
     reference_auc = 0.5 if reference_auc is None else check_probability(
         reference_auc, "reference_auc", low_inclusive=True, high_inclusive=True)
     members, nonmembers = split_by_labels(x, y)
-    res = auc_delong(members, nonmembers, alpha=2.0 * alpha)
-    return _decide(auc=res.auc, reference_auc=reference_auc, diff=res.auc - reference_auc, se=res.se,
+    single = auc_delong(members, nonmembers, alpha=2.0 * alpha)
+    return _decide(auc=single.auc, reference_auc=reference_auc, diff=single.auc - reference_auc, se=single.se,
                    margin=margin, alpha=alpha, reference="constant", method="tost_delong",
-                   n_members=res.n_members, n_nonmembers=res.n_nonmembers, notes=res.notes)
+                   n_members=single.n_members, n_nonmembers=single.n_nonmembers, notes=single.notes)
 
 
 def required_sample_size_factor(result: EquivalenceResult) -> float | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -36,6 +37,8 @@ to_plain = to_jsonable      # the one JSON conversion (unlearn_audit.common), un
 
 class _Result:
     """Mixin: ``to_dict()`` over the dataclass fields."""
+
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]    # set by @dataclass on each subclass
 
     def to_dict(self) -> dict:
         out = {f.name: to_plain(getattr(self, f.name)) for f in dataclasses.fields(self)}

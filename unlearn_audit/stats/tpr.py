@@ -12,6 +12,7 @@ fall between two scores and not be attained). Ties at the threshold are not flag
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -66,16 +67,17 @@ def tpr_at_fpr(eval_member_scores, eval_nonmember_scores, calibration_nonmember_
     out = []
     for target in targets:
         need = min_calibration_size(target)
-        common = dict(fpr_target=target, n_calibration=n_cal, min_calibration=need,
-                      n_eval_members=int(members.size), n_eval_nonmembers=int(nonmembers.size), alpha=alpha)
+        result = functools.partial(TPRAtFPRResult, fpr_target=target, n_calibration=n_cal, min_calibration=need,
+                                   n_eval_members=int(members.size), n_eval_nonmembers=int(nonmembers.size),
+                                   alpha=alpha)
         if n_cal < need:
-            out.append(TPRAtFPRResult(
+            out.append(result(
                 resolvable=False,
                 reason=(f"not resolvable: FPR {target:g} needs at least {need} calibration non-members, "
                         f"got {n_cal}"),
                 threshold=None, calibration_fpr=None, tpr=None, tpr_ci_low=None, tpr_ci_high=None,
                 true_positives=None, realised_fpr=None, realised_fpr_ci_low=None, realised_fpr_ci_high=None,
-                false_positives=None, **common))
+                false_positives=None))
             continue
         k = int(math.floor(target * n_cal + _EPS))  # at most k calibration scores may exceed the threshold
         threshold = float(cal_desc[k])               # k <= n_cal - 1 since target < 1
@@ -84,9 +86,9 @@ def tpr_at_fpr(eval_member_scores, eval_nonmember_scores, calibration_nonmember_
         fp = int(nonmembers.size - np.searchsorted(sorted_non, threshold, side="right"))
         tpr_lo, tpr_hi = clopper_pearson(tp, int(members.size), alpha)
         fpr_lo, fpr_hi = clopper_pearson(fp, int(nonmembers.size), alpha)
-        out.append(TPRAtFPRResult(
+        out.append(result(
             resolvable=True, reason=None, threshold=threshold, calibration_fpr=cal_fp / n_cal,
             tpr=tp / members.size, tpr_ci_low=tpr_lo, tpr_ci_high=tpr_hi, true_positives=tp,
             realised_fpr=fp / nonmembers.size, realised_fpr_ci_low=fpr_lo, realised_fpr_ci_high=fpr_hi,
-            false_positives=fp, **common))
+            false_positives=fp))
     return out

@@ -12,7 +12,7 @@ optional batch clipping applies to g_t, and Π_R projects onto ‖w‖ ≤ R whe
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Callable, Literal, Sequence
 
 import numpy as np
 import torch
@@ -41,6 +41,12 @@ class SGDConfig:
     def __post_init__(self):
         if self.clip != "none" and (self.clip_norm is None or self.clip_norm <= 0):
             raise ValueError(f"clip '{self.clip}' needs a positive clip_norm")
+
+    def clipping_norm(self) -> float:
+        """C, the clipping norm; set whenever ``clip`` is not "none" (construction refuses otherwise)."""
+        if self.clip_norm is None:
+            raise ValueError("clip_norm is not set (clip = 'none')")
+        return self.clip_norm
 
 
 def clip_rows(g: torch.Tensor, c: float) -> torch.Tensor:
@@ -71,12 +77,12 @@ def batch_gradient(model: FunctionalModel, cfg: SGDConfig, w: torch.Tensor, x: t
     if len(x) == 0:
         return torch.zeros_like(w)
     if cfg.clip == "per_sample":
-        g = clip_rows(per_sample_gradients(model, w, x, y, cfg.lam), cfg.clip_norm).sum(0) / normaliser
+        g = clip_rows(per_sample_gradients(model, w, x, y, cfg.lam), cfg.clipping_norm()).sum(0) / normaliser
     else:
         g = grad(lambda w_: torch.nn.functional.cross_entropy(model.logits(w_, x), y, reduction="sum"))(w)
         g = g / normaliser + cfg.lam * w * (len(x) / normaliser)
     if cfg.clip == "batch":
-        g = clip_rows(g[None], cfg.clip_norm)[0]
+        g = clip_rows(g[None], cfg.clipping_norm())[0]
     return g
 
 
@@ -125,7 +131,7 @@ def starting_point(model: FunctionalModel, cfg: SGDConfig, w0: torch.Tensor | No
 
 def train_sgd(model: FunctionalModel, x: torch.Tensor, y: torch.Tensor, cfg: SGDConfig, *,
               schedule: Schedule | None = None, w0: torch.Tensor | None = None,
-              hooks: list[StepHook] = (), dtype: torch.dtype = torch.float32,
+              hooks: Sequence[StepHook] = (), dtype: torch.dtype = torch.float32,
               progress: Callable[[int, int], None] | None = None) -> TrainResult:
     """Train on (x, y) over ``schedule`` (made from cfg if not given); hooks run before each step."""
     import time
