@@ -134,10 +134,17 @@ class OutputFolder:
         self.force = force
         self.allowed = frozenset(allowed)
         self.option = option
-        self.path: Path | None = None
+        self._path: Path | None = None          # the partial folder while inside the with block
         self._fd: int | None = None
         self._created: list[Path] = []
         self.committed = False
+
+    @property
+    def path(self) -> Path:
+        """The private partial folder to write into (only inside the with block)."""
+        if self._path is None:
+            raise RuntimeError("OutputFolder.path is only there inside the with block")
+        return self._path
 
     def __enter__(self) -> "OutputFolder":
         check_output_path(self.out, force=self.force, allowed=self.allowed, option=self.option)
@@ -152,11 +159,11 @@ class OutputFolder:
                 d.mkdir()
                 self._created.append(d)
             remove_stale_partials(self.out)
-            self.path = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.partial-", dir=parent))
+            self._path = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.partial-", dir=parent))
             # locked before it gets its name, so no other run ever sees this folder's lock file free
-            self._fd = os.open(self.path / f"{_LOCK}.new", os.O_RDWR | os.O_CREAT, 0o600)
+            self._fd = os.open(self._path / f"{_LOCK}.new", os.O_RDWR | os.O_CREAT, 0o600)
             _lock(self._fd, blocking=True)
-            os.replace(self.path / f"{_LOCK}.new", self.path / _LOCK)
+            os.replace(self._path / f"{_LOCK}.new", self._path / _LOCK)
         except OSError as exc:
             self._cleanup()
             raise OutputDirError(f"{self.option} {self.out}: cannot create a folder there "
@@ -165,19 +172,19 @@ class OutputFolder:
 
     def commit(self) -> Path:
         """Move the finished partial folder to ``out`` (replacing a previous run folder, checked again now)."""
-        assert self.path is not None, "commit() outside the with block"
+        path = self.path
         check_output_path(self.out, force=self.force, allowed=self.allowed, option=self.option)
-        (self.path / MARKER).write_text(_MARKER_TEXT, encoding="utf-8")
-        (self.path / _LOCK).unlink()            # the lock stays held through the open descriptor until __exit__
-        self.path.chmod(0o755)
+        (path / MARKER).write_text(_MARKER_TEXT, encoding="utf-8")
+        (path / _LOCK).unlink()                  # the lock stays held through the open descriptor until __exit__
+        path.chmod(0o755)
         old = None
         if os.path.lexists(self.out):
             if any(self.out.iterdir()):
-                old = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.old-", dir=self.path.parent))
+                old = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.old-", dir=path.parent))
                 os.replace(self.out, old / "run")
             else:
                 self.out.rmdir()
-        os.replace(self.path, self.out)
+        os.replace(path, self.out)
         self.committed = True
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
@@ -187,8 +194,8 @@ class OutputFolder:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-        if self.path is not None and not self.committed:
-            shutil.rmtree(self.path, ignore_errors=True)
+        if self._path is not None and not self.committed:
+            shutil.rmtree(self._path, ignore_errors=True)
         if not self.committed:
             for d in reversed(self._created):
                 try:

@@ -34,7 +34,7 @@ class AuditContext:
     w_original: torch.Tensor
     forget_positions: np.ndarray
     forget_ids: list[str]
-    w_retrain: torch.Tensor | None = None
+    w_retrain: torch.Tensor
     retrain_seconds: float = 0.0
     extra: dict = field(default_factory=dict)
     record_id_key: bytes = field(default_factory=new_key)

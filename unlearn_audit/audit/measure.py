@@ -26,14 +26,15 @@ def loss_attack(model: FunctionalModel, w: torch.Tensor, members, nonmembers, ca
     ``calibration`` are other never-trained records, used only to fix the TPR-at-FPR thresholds.
     Returns a JSON-ready dict and keeps the raw scores under the private key ``_scores`` for plots and tests.
     """
+    calibration_losses = per_record_loss(model, w, *calibration)
     res = LossAttack().run(per_record_loss(model, w, *members), per_record_loss(model, w, *nonmembers),
-                           target=target, calibration_nonmember_losses=per_record_loss(model, w, *calibration))
+                           target=target, calibration_nonmember_losses=calibration_losses)
     auc = stats.auc_delong(res.member_scores, res.nonmember_scores, alpha=alpha)
     tprs = stats.tpr_at_fpr(res.member_scores, res.nonmember_scores, res.calibration_nonmember_scores,
                             fpr_targets=TPR_FPRS, alpha=alpha)
     return {"attack": "loss (MIA-L)", "target": target, "state": state, "auc": auc.to_dict(),
             "tpr_at_fpr": [t.to_dict() for t in tprs], "n_members": res.n_members,
-            "n_nonmembers": res.n_nonmembers, "n_calibration": int(res.calibration_nonmember_scores.size),
+            "n_nonmembers": res.n_nonmembers, "n_calibration": int(calibration_losses.size),
             "_scores": (res.member_scores, res.nonmember_scores)}
 
 

@@ -49,10 +49,12 @@ def run_hfocu(ctx: AuditContext) -> MethodOutcome:
     release adds Gaussian noise calibrated to all deletions."""
     un = ctx.unlearner
     requests = []
+    secs: list[float] = []
     chunks = np.array_split(np.array(ctx.forget_ids), min(ctx.cfg.unlearning.requests, len(ctx.forget_ids)))
     for k, chunk in enumerate(chunks):
         before = weights_hash(un.state_)
         receipt = un.delete(list(chunk))
+        secs.append(receipt.seconds)
         requests.append({"request_id": f"req-{k + 1:04d}", "n_records": len(chunk),
                          "hashed_record_ids": [hash_record_id(r, ctx.record_id_key) for r in chunk],
                          "applied_at": _now(),
@@ -71,7 +73,6 @@ def run_hfocu(ctx: AuditContext) -> MethodOutcome:
                      "n_forget": len(un.deleted_), "model": un.model.kind, "not_certifiable": str(err)}
     else:
         certified = True
-    secs = [r["seconds"] for r in requests]
     return MethodOutcome(
         name="hfocu", description="HF-OCU: w_T + sum of the deleted records' approximators, plus Gaussian noise",
         weights=un.state_.clone(), released=released, sigma=sigma, certified=certified,
@@ -233,7 +234,7 @@ def run_dpsgd(ctx: AuditContext) -> MethodOutcome:
     from unlearn_audit.baselines import train_dpsgd
 
     bc, pc = ctx.cfg.baselines, ctx.cfg.privacy
-    clip = ctx.sgd.clip_norm if ctx.sgd.clip == "per_sample" else bc.dpsgd_clip_norm
+    clip = ctx.sgd.clipping_norm() if ctx.sgd.clip == "per_sample" else bc.dpsgd_clip_norm
     res = train_dpsgd(ctx.model, ctx.x, ctx.y, ctx.sgd, epsilon=pc.epsilon, delta=pc.delta, max_grad_norm=clip,
                       accountant=bc.dpsgd_accountant, seed=ctx.cfg.seed + 11)
     w = res.weights.to(ctx.w_original.dtype)

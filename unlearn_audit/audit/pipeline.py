@@ -92,19 +92,20 @@ def prepare_context(cfg: AuditConfig, say: Progress) -> AuditContext:
                                candidates=[str(train.ids[i]) for i in forget_pos] if mode == "candidates" else None)
     unlearner.fit(x, y, train.ids, progress=lambda d, t: say("training with approximators", d, t))
 
+    say("exact retraining", 0, 1)
+    t0 = time.perf_counter()
+    w_retrain = retrain_without(model, x, y, sgd, unlearner.schedule_, forget_pos,
+                                normalisation=cfg.unlearning.normalisation, dtype=unlearner.dtype)
+    retrain_seconds = time.perf_counter() - t0
+    say("exact retraining", 1, 1)
+
     ctx = AuditContext(cfg=cfg, model=model, sgd=sgd, x=x, y=y, train_ids=train.ids,
                        x_test=x_test, y_test=y_test, x_pop=x_pop, y_pop=y_pop, unlearner=unlearner,
                        schedule=unlearner.schedule_, w_original=unlearner.weights_.clone(),
-                       forget_positions=forget_pos, forget_ids=[str(train.ids[i]) for i in forget_pos])
+                       forget_positions=forget_pos, forget_ids=[str(train.ids[i]) for i in forget_pos],
+                       w_retrain=w_retrain, retrain_seconds=retrain_seconds)
     ctx.extra["dataset"] = ds
     ctx.extra["splits"] = splits
-
-    say("exact retraining", 0, 1)
-    t0 = time.perf_counter()
-    ctx.w_retrain = retrain_without(model, x, y, sgd, ctx.schedule, forget_pos,
-                                    normalisation=cfg.unlearning.normalisation, dtype=unlearner.dtype)
-    ctx.retrain_seconds = time.perf_counter() - t0
-    say("exact retraining", 1, 1)
     return ctx
 
 
@@ -140,9 +141,10 @@ def run_audit(cfg: AuditConfig, progress: Progress | None = None) -> tuple[dict,
     say("unlearning methods", len(outcomes), len(outcomes))
     ctx.extra["outcomes"] = outcomes    # shadow attacks read each release's σ
 
+    original_distance = float((w_orig.double() - w_re.double()).norm())
     methods = {
         "original": {"description": "model trained on all records, nothing removed", "certified": False,
-                     "distance_to_retrain": float((w_orig.double() - w_re.double()).norm()),
+                     "distance_to_retrain": original_distance,
                      "accuracy": ctx.accuracies(w_orig), "seconds_per_request": 0.0, "precompute_seconds": 0.0,
                      "storage_bytes": 0},
         "retrain": {"description": f"exact replay of the schedule without U ({cfg.unlearning.normalisation} "
@@ -151,13 +153,13 @@ def run_audit(cfg: AuditConfig, progress: Progress | None = None) -> tuple[dict,
                     "precompute_seconds": 0.0, "storage_bytes": 0},
     }
     for name, out in outcomes.items():
-        methods[name] = outcome_summary(ctx, out)
-        methods[name]["distance_ratio_original_over_method"] = (
-            methods["original"]["distance_to_retrain"] / max(methods[name]["distance_to_retrain"], 1e-300))
+        summary = methods[name] = outcome_summary(ctx, out)
+        summary["distance_ratio_original_over_method"] = (
+            original_distance / max(summary["distance_to_retrain"], 1e-300))
 
     # -- attacks on every target; each method is compared with the retrained model released at its own σ ----------
     targets = {("original", "noiseless"): w_orig, ("retrain", "noiseless"): w_re}
-    pairs = []          # (method key, reference key, label)
+    pairs: list[tuple[tuple[str, str], tuple[str, str], str]] = []     # (method key, reference key, label)
     for name, out in outcomes.items():
         if out.sigma > 0:
             ref_key = ("retrain", f"released σ={out.sigma:.4g}")
@@ -212,6 +214,7 @@ def run_audit(cfg: AuditConfig, progress: Progress | None = None) -> tuple[dict,
 
     tradeoff = []
     if p_out.certified:
+        assert p_out.certificate is not None        # a certified method carries its certificate
         tradeoff = privacy_utility_sweep(ctx.model, p_out.weights, w_re, cfg.audit.sweep_sigmas + [p_out.sigma],
                                          p_out.certificate["sensitivity"], pc.delta, ctx.forget,
                                          (ctx.x_pop, ctx.y_pop), (ctx.x_test, ctx.y_test), seed=cfg.seed + 3,

@@ -35,6 +35,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import torch
@@ -51,6 +52,23 @@ from unlearn_audit.models import build_model
 CODE_VERSION = "unlearn_audit.shadow_models/1"
 MIA_U_TRAIN_FRACTION = 0.8
 """Share of the MIA-U shadow part each shadow trains on (the rest supplies its never-seen records)."""
+
+
+class _TrainSettings(TypedDict):
+    """Keyword arguments that ``attacks.shadows.train_ensemble`` and ``train_functional_ensemble`` share."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    seed: int
+
+
+class _EnsembleSettings(_TrainSettings):
+    """Keyword arguments of ``attacks.shadows.train_ensemble`` (softmax regression's batched ensemble)."""
+
+    hidden: int
+    dtype: str
 
 
 # ------------------------------------------------------------------------------------------------- the pool
@@ -192,37 +210,37 @@ def lira_shadows(ctx: AuditContext) -> LiRAShadows:
     k = cfg.audit.lira_shadows
     masks = draw_keep_masks(k, len(shadow_pool), seed=cfg.seed)
     x_pool, y_pool = pool.flat_x(shadow_pool), pool.y[torch.as_tensor(shadow_pool)].numpy()
-    hyper = dict(epochs=sgd.epochs, batch_size=sgd.batch_size, lr=_mean_lr(ctx), weight_decay=sgd.lam,
-                 seed=cfg.seed, hidden=cfg.model.hidden, dtype="float32")
+    train_settings: _TrainSettings = {"epochs": sgd.epochs, "batch_size": sgd.batch_size, "lr": _mean_lr(ctx),
+                                      "weight_decay": sgd.lam, "seed": cfg.seed}
+    ensemble_settings: _EnsembleSettings = {**train_settings, "hidden": cfg.model.hidden, "dtype": "float32"}
     kind = ctx.model.kind
     # Softmax regression: the built-in batched-matmul ensemble (the same model). Every other architecture: the
     # target's own network as forward(w, x), k copies trained at once with torch.func.vmap.
     functional = kind != "softmax"
     if functional:
-        hyper.pop("hidden")
-        hyper.pop("dtype")
         init = torch.stack([build_model(kind, ctx.model.input_shape, ctx.model.n_classes,
                                         seed=int(np.random.default_rng([cfg.seed, 0x11A, 2, i]).integers(2 ** 31)),
                                         hidden=cfg.model.hidden).initial_weights() for i in range(k)])
         forward = ctx.model.logits
         key = hashlib.sha256(json.dumps({
-            "ensemble": ash.cache_key(f"functional:{kind}", x_pool, y_pool, masks, ctx.model.n_classes, **hyper),
+            "ensemble": ash.cache_key(f"functional:{kind}", x_pool, y_pool, masks, ctx.model.n_classes,
+                                      **train_settings),
             "model": ctx.model.describe(), "init": _digest(init.numpy()),
             "code_version": CODE_VERSION}, sort_keys=True, default=str).encode()).hexdigest()
     else:
         forward = None
-        key = ash.cache_key(kind, x_pool, y_pool, masks, ctx.model.n_classes, **hyper)
+        key = ash.cache_key(kind, x_pool, y_pool, masks, ctx.model.n_classes, **ensemble_settings)
     cache_dir = _cache_dir(ctx)
     ens = None
     if cache_dir is not None:
         cache = ash.ShadowCache(cache_dir)
         ens = cache.load(key, forward=forward)
     if ens is None:
-        if functional:
+        if forward is not None:                 # every architecture but softmax regression
             ens = ash.train_functional_ensemble(forward, init, pool.x[torch.as_tensor(shadow_pool)], y_pool, masks,
-                                                ctx.model.n_classes, **hyper)
+                                                ctx.model.n_classes, **train_settings)
         else:
-            ens = ash.train_ensemble(kind, x_pool, y_pool, masks, ctx.model.n_classes, **hyper)
+            ens = ash.train_ensemble(kind, x_pool, y_pool, masks, ctx.model.n_classes, **ensemble_settings)
         ens.key = key
         if cache_dir is not None:
             cache.save(key, ens)
@@ -243,7 +261,8 @@ def lira_shadows(ctx: AuditContext) -> LiRAShadows:
     fit, refused = _fit_summary(ens.train_acc, ens.test_acc, ctx)
     summary = {**fit, "trainer": ("attacks.shadows.train_functional_ensemble (the target's architecture, vmapped)"
                                   if functional else "attacks.shadows.train_ensemble"), "model_kind": kind,
-               "hyperparameters": hyper, "not_replicated": [s for s, on in (
+               "hyperparameters": train_settings if functional else ensemble_settings,
+               "not_replicated": [s for s, on in (
                    ("step-size decay (constant mean step size instead)", sgd.decay != 1.0),
                    ("gradient clipping", sgd.clip != "none"), ("weight-norm projection", sgd.weight_norm_bound))
                    if on],
@@ -342,7 +361,10 @@ def mia_u_shadows(ctx: AuditContext) -> MIAUShadows:
     if cpath is not None and cpath.exists():
         with np.load(cpath, allow_pickle=False) as z:
             cached = {n: z[n].copy() for n in z.files}
-    w_o, w_u, tr_acc, te_acc = [], [], [], []
+    w_o: list[torch.Tensor] = []
+    w_u: list[torch.Tensor] = []
+    tr_acc: list[float] = []
+    te_acc: list[float] = []
     kind, shape, n_classes = ctx.model.kind, ctx.model.input_shape, ctx.model.n_classes
 
     def factory(train: np.ndarray, deleted: np.ndarray, query: np.ndarray):
@@ -390,13 +412,17 @@ def mia_u_shadows(ctx: AuditContext) -> MIAUShadows:
         if cpath is not None and cached is None:
             arrays = dict(w_original=torch.stack(w_o).numpy(), w_unlearned=torch.stack(w_u).numpy(),
                           train_acc=np.array(tr_acc), test_acc=np.array(te_acc))
-            atomic_write(cpath, lambda f: np.savez(f, **arrays))
+            atomic_write(cpath, lambda f: np.savez(f, allow_pickle=False, **arrays))
         fit, refused = _fit_summary(tr_acc, te_acc, ctx)
         summary.update(fit)
     else:
         summary.update(n_shadows=k, fit_check="not run")
     summary["seconds"] = time.perf_counter() - start
-    sh = MIAUShadows(queries=[p.ids for p in pairs], labels=[p.labels for p in pairs],
+    queries = []
+    for pair in pairs:
+        assert pair.ids is not None             # ShadowProtocol's pairs carry their query positions as ids
+        queries.append(pair.ids)
+    sh = MIAUShadows(queries=queries, labels=[p.labels for p in pairs],
                      w_original=torch.stack(w_o) if w_o else torch.zeros(0),
                      w_unlearned=torch.stack(w_u) if w_u else torch.zeros(0), shadow_part=shadow_part,
                      summary=summary, refused=refused)

@@ -29,7 +29,7 @@ def privacy_utility_sweep(model: FunctionalModel, w_hf: torch.Tensor, w_re: torc
                 eps = analytic_gaussian_epsilon(sigma, delta, sensitivity)
             except ValueError:
                 eps = None                      # σ too small for any finite ε at this δ
-        point = {"sigma": sigma, "certified_epsilon": eps, "delta": delta}
+        point: dict[str, object] = {"sigma": sigma, "certified_epsilon": eps, "delta": delta}
         for name, w in (("hfocu", w_hf), ("retrain", w_re)):
             wr = release(w, sigma, seed + i) if sigma > 0 else w
             loss_m, loss_n = per_record_loss(model, wr, *members), per_record_loss(model, wr, *nonmembers)

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from numbers import Integral, Real
 from os import PathLike
-from typing import Sequence
+from typing import Literal, Sequence, overload
 
 from unlearn_audit.common import check_record_ids
 
@@ -177,7 +177,11 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
-def _check_text(value, name: str, allow_none: bool = False) -> str | None:
+@overload
+def _check_text(value: object, name: str, allow_none: Literal[False] = False) -> str: ...
+@overload
+def _check_text(value: object, name: str, allow_none: bool) -> str | None: ...
+def _check_text(value: object, name: str, allow_none: bool = False) -> str | None:
     if value is None and allow_none:
         return None
     if not isinstance(value, str) or not value:
@@ -545,7 +549,7 @@ class Ledger:
             if claims.pop(e.seq, set()) != set(e.record_ids):
                 raise LedgerError(f"request {e.request_id!r}: claimed record ids differ from its record_ids")
             if e.applied:
-                applied_seqs.append(e.applied_seq)
+                applied_seqs.append(-1 if e.applied_seq is None else e.applied_seq)   # NULL fails the check below
         if claims:  # pragma: no cover - prevented by the foreign key
             raise LedgerError("record claims exist for unknown requests")
         if sorted(applied_seqs) != list(range(1, len(applied_seqs) + 1)):

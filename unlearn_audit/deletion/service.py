@@ -107,7 +107,11 @@ class ForgetReceipt:
 
     @classmethod
     def from_entry(cls, entry: LedgerEntry, applied_now: bool = False, released=None) -> "ForgetReceipt":
+        """The receipt of an applied ledger entry (DurableError for a pending one: it has no receipt yet)."""
         c = entry.certificate or {}
+        if (entry.applied_at is None or entry.applied_seq is None or entry.sigma is None or entry.noise_seed is None
+                or entry.latency_ms is None or entry.model_hash_before is None or entry.model_hash_after is None):
+            raise DurableError(f"request '{entry.request_id}' is not applied: it has no receipt")
         return cls(entry.request_id, tuple(entry.record_ids), applied_now, entry.applied_at, entry.applied_seq,
                    float(c.get("epsilon", math.nan)), float(c.get("delta", math.nan)), str(c.get("mechanism", "?")),
                    float(entry.sigma), int(entry.noise_seed), c, float(entry.latency_ms), entry.model_hash_before,
@@ -373,6 +377,7 @@ class DurableUnlearner:
         self._state, self._hash = new_state, hash_after
         self._deleted.update({rid: request_id for rid in ids})
         self._n_applied += 1
+        assert done.applied_seq is not None and done.chain is not None      # Ledger.commit sets both
         self._write_anchor(done.applied_seq, done.chain)
         return ForgetReceipt.from_entry(done, applied_now=True, released=released)
 
@@ -438,17 +443,18 @@ class DurableUnlearner:
         e = self.ledger.get(request_id)
         if e is None or not e.applied:
             raise DurableError(f"request '{request_id}' is not applied in this ledger")
-        upto = [a for a in self.ledger.applied() if a.applied_seq <= e.applied_seq]
+        receipt = ForgetReceipt.from_entry(e)
+        upto = [a for a in self.ledger.applied() if a.applied_seq is not None and a.applied_seq <= receipt.applied_seq]
         state, h = self._replay(upto)
-        if h != e.model_hash_after:
+        if h != receipt.model_hash_after:
             raise DurableError(f"request '{request_id}': re-derived state does not match the ledger")
-        return release(state, float(e.sigma), int(e.noise_seed)).astype(self.run.weights.dtype)
+        return release(state, receipt.sigma, receipt.noise_seed).astype(self.run.weights.dtype)
 
     # -- lifecycle -----------------------------------------------------------------------------------------------------
     def close(self) -> None:
         if getattr(self, "ledger", None) is not None:
             self.ledger.close()
-            self.ledger = None
+            del self.ledger
         self._lock.release()
 
     def __enter__(self) -> "DurableUnlearner":
@@ -529,9 +535,8 @@ def forget_from_file(run_dir, requests_file, *, epsilon: float, delta: float, me
             atomic_save_npy(out, receipt.released)
         elif not out.is_file():
             atomic_save_npy(out, du.release_of(request_id))
-        entry = du.ledger.get(request_id)
-        meta = {"format": RELEASE_FORMAT, "version": 1, "request_id": request_id, "applied_seq": entry.applied_seq,
-                "ledger_chain": entry.chain, "run_digest": run.digest, "sha256": file_sha256(out),
+        meta = {"format": RELEASE_FORMAT, "version": 1, "request_id": request_id, "applied_seq": receipt.applied_seq,
+                "ledger_chain": receipt.chain, "run_digest": run.digest, "sha256": file_sha256(out),
                 "epsilon": receipt.epsilon, "delta": receipt.delta, "mechanism": receipt.mechanism,
                 "sigma": receipt.sigma}
         atomic_write_text(releases / f"{request_id}.json", json.dumps(meta, indent=2) + "\n")

@@ -269,7 +269,7 @@ def _write_files(folder: Path, run: TrainedRun) -> None:
     """Everything but the store, then the manifest (the commit point: a folder without it is not a trained run)."""
     np.save(folder / "weights.npy", run.weights, allow_pickle=False)
     np.save(folder / "record_ids.npy", run.record_ids.astype(str), allow_pickle=False)
-    np.savez(folder / "schedule.npz", **run.schedule.to_npz_dict())
+    np.savez(folder / "schedule.npz", allow_pickle=False, **run.schedule.to_npz_dict())
     atomic_write(folder / "spec.json", json.dumps(run.spec, indent=2, sort_keys=True, allow_nan=False).encode())
     for name in _FILES:
         fsync_path(folder / name)

@@ -58,9 +58,11 @@ def _figures(results: dict, view: dict, scores: dict) -> dict:
         colours(name)
     cert = results.get("certificate") or {}
     bound = cert.get("sensitivity") if is_num(cert.get("sensitivity")) else None
-    figs = {"distance": plots.distance_plot(results.get("methods") or {}, colours, bound,
-                                            f"certified bound Δ = {bound:.3g} ({view['primary']})" if bound else ""),
-            "latency": None, "tradeoff": None, "attacks": {}}
+    attack_figs: dict[str, dict[str, str]] = {}
+    figs: dict[str, str | None | dict[str, dict[str, str]]] = {
+        "distance": plots.distance_plot(results.get("methods") or {}, colours, bound,
+                                        f"certified bound Δ = {bound:.3g} ({view['primary']})" if bound else ""),
+        "latency": None, "tradeoff": None, "attacks": attack_figs}
     lat = [(row["name"], row["seconds"]) for row in view["latency"] if is_num(row["seconds"]) and row["seconds"] > 0]
     if lat:
         figs["latency"] = plots.latency_plot(lat, colours)
@@ -73,8 +75,8 @@ def _figures(results: dict, view: dict, scores: dict) -> dict:
         by_attack.setdefault(names.get(attack_key, attack_key), {})[rest] = pair
     for name, sc in by_attack.items():
         score_name = "score = −loss" if name.startswith("loss") else "attack score"
-        figs["attacks"][name] = {"roc": plots.roc_plots(sc, colours), "hist": plots.score_histograms(sc, colours,
-                                                                                                     score_name)}
+        attack_figs[name] = {"roc": plots.roc_plots(sc, colours),
+                             "hist": plots.score_histograms(sc, colours, score_name)}
     return figs
 
 
@@ -162,7 +164,8 @@ def write_report(run_dir: Path, results: dict | None = None, *, pdf: bool = True
     of an unlearn-audit results file raises :class:`ReportError` (one line) instead of a traceback."""
     run_dir = Path(run_dir)
     from_disk = results is None
-    results = read_results(run_dir) if from_disk else results
+    if results is None:
+        results = read_results(run_dir)
     scores = load_scores(run_dir / "artefacts" / "scores.npz")
     try:
         html = render_html(results, scores)

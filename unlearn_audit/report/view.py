@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from typing import TypeGuard
 
 DASH = "—"
 _SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 
 # ------------------------------------------------------------------------------------------------ number formatting
-def is_num(x) -> bool:
+def is_num(x: object) -> TypeGuard[int | float]:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
@@ -104,8 +105,9 @@ def build_view(r: dict) -> dict:
     methods = r.get("methods") or {}
     pm = methods.get(primary) or {}
     cert = r.get("certificate")
+    status = str(v.get("status") or "inconclusive")
     view = {
-        "status": str(v.get("status") or "inconclusive"),
+        "status": status,
         "primary": primary,
         "alpha": alpha if is_num(alpha) else DASH,
         "ci_label": conf_level(alpha),
@@ -134,7 +136,7 @@ def build_view(r: dict) -> dict:
                 "records, or evidence against the certificate.",
         "inconclusive": "The evidence is not strong enough to decide either way; the reasons below say what would "
                         "decide it.",
-    }.get(view["status"], "")
+    }.get(status, "")
     return view
 
 
@@ -306,7 +308,7 @@ def _tpr_cell(t: dict) -> dict:
     return {"ok": False, "text": "not resolvable", "reason": reason.removeprefix("not resolvable: ")}
 
 
-def _shadow_text(sh: dict) -> str:
+def _shadow_text(sh: object) -> str:
     """One line on an attack's shadow models: how many, how well they fit, next to the target's accuracy."""
     if not isinstance(sh, dict) or not sh:
         return ""
@@ -333,7 +335,8 @@ def _shadow_text(sh: dict) -> str:
 def _row_details(a: dict) -> str:
     """Attack-specific numbers worth a line under the row (MIA-U's DegCount/DegRate, notes, other scalars)."""
     bits = []
-    mu = a.get("mia_u") if isinstance(a.get("mia_u"), dict) else {}
+    mia_u = a.get("mia_u")
+    mu = mia_u if isinstance(mia_u, dict) else {}
     if is_num(mu.get("degcount")):
         bits.append(f"DegCount {fixed(mu['degcount'], 3)}")
     if is_num(mu.get("degrate")):
