@@ -1,7 +1,9 @@
 """The a-posteriori certificate (DESIGN §2.4b, issue 14): validity, tightness and cost, each one command.
 
-    python benchmarks/bench_certificate.py validity     # >= 300 random trials, 5 datasets -> results/certificate_validity.md
-    python benchmarks/bench_certificate.py tightness    # paper's MNIST-LR setting + cost -> results/certificate_tightness.md
+    python benchmarks/bench_certificate.py validity     # >= 300 random trials, 5 datasets
+                                                        #   -> results/certificate_validity.md
+    python benchmarks/bench_certificate.py tightness    # paper's MNIST-LR setting + cost
+                                                        #   -> results/certificate_tightness.md
 
 Validity: softmax regression trained in float32 (the product's default) on digits, breast_cancer, wine, mnist5000 and
 a Fashion-MNIST subset (Debian package dataset-fashion-mnist), features standardised and projected onto the unit ball
@@ -108,7 +110,8 @@ def validity(trials: int, seed: int) -> dict:
             q = np.array([r["bound"] / r["actual"] for r in rr if r["status"] == "certified"])
             by_setting[f"{key} {'on' if on else 'off'}"] = {
                 "trials": len(rr), "not_certifiable": sum(r["status"] != "certified" for r in rr),
-                "min_ratio": float(q.min()) if len(q) else None, "median_ratio": float(np.median(q)) if len(q) else None}
+                "min_ratio": float(q.min()) if len(q) else None,
+                "median_ratio": float(np.median(q)) if len(q) else None}
     return {"trials": len(rows), "certified": len(ok), "not_certifiable": len(rows) - len(ok),
             "violations": violations, "min_ratio": float(ratios.min()), "median_ratio": float(np.median(ratios)),
             "median_worst_case_ratio": float(np.median([r["worst_case"] / r["actual"] for r in ok])),
@@ -197,7 +200,8 @@ def _write_validity(res: dict) -> None:
          f"Measured by `python benchmarks/bench_certificate.py validity` on {platform.processor() or 'this CPU'} "
          f"({res['seconds']:.0f} s). Softmax regression trained in float32, features standardised and on the unit "
          "ball; actual = distance of the HF-OCU state to the float32 `sum` retrain. Ranges: λ 0.001–0.5, η0 "
-         "0.01–1, γ ∈ {1, 0.999, 0.995}, |U| 1 record to 20 %, |B| ∈ {16, 32, 64}, 2–4 epochs, n = 300 (digits, breast_cancer), 120 (wine), 200 (mnist5000, Fashion-MNIST), per-sample clipping "
+         "0.01–1, γ ∈ {1, 0.999, 0.995}, |U| 1 record to 20 %, |B| ∈ {16, 32, 64}, 2–4 epochs, "
+         "n = 300 (digits, breast_cancer), 120 (wine), 200 (mnist5000, Fashion-MNIST), per-sample clipping "
          "(C 0.5–3) and projection (R 1–5) each on in about a third of the trials.", "",
          f"- trials: **{res['trials']}**, certified: {res['certified']}, not certifiable (reported, no σ): "
          f"{res['not_certifiable']}",

@@ -4,16 +4,19 @@ due (the request is still applied and released, and the ledger row records the c
 
 import json
 import math
-import shutil
 import sqlite3
 
-import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 
-from unlearn_audit.certify.capacity import (CapacityPoint, deletion_capacity, release_sigma_budget, sigma_budget,
-                                            unlearner_capacity)
+from unlearn_audit.certify.capacity import (
+    CapacityPoint,
+    deletion_capacity,
+    release_sigma_budget,
+    sigma_budget,
+    unlearner_capacity,
+)
 from unlearn_audit.cli import RETRAIN_DUE, main
 from unlearn_audit.data import load_dataset, prepare, split_dataset
 from unlearn_audit.deletion import save_trained_run

@@ -8,8 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from unlearn_audit.certify import (NotCertifiable, ReplayTerms, a_posteriori_certificate, a_posteriori_recursion,
-                                   certificate_from_constants, plug_in_terms)
+from unlearn_audit.certify import (
+    NotCertifiable,
+    ReplayTerms,
+    a_posteriori_certificate,
+    a_posteriori_recursion,
+    certificate_from_constants,
+    plug_in_terms,
+)
 from unlearn_audit.data import load_dataset, prepare, split_dataset
 from unlearn_audit.hfocu import HFOCUUnlearner
 from unlearn_audit.models import build_model

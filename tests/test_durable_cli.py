@@ -69,8 +69,8 @@ def test_forget_prints_certificate_writes_release_and_is_idempotent(run, tmp_pat
 
     rid = request_pseudonym(ids[:3], read_or_create_key(run_dir))     # keyed: not the file's recognisable SHA-256
     assert rid != hashlib.sha256(req.read_bytes()).hexdigest()
-    for word in ("epsilon=1", "delta=1e-05", "Delta=", "sigma=", "bound: a-posteriori linearisation-error recursion", "constants:",
-                 "latency:", rid):
+    for word in ("epsilon=1", "delta=1e-05", "Delta=", "sigma=", "bound: a-posteriori linearisation-error recursion",
+                 "constants:", "latency:", rid):
         assert word in res.output, (word, res.output)
     release = run_dir / "releases" / f"{rid}.npy"
     w = np.load(release, allow_pickle=False)

@@ -21,8 +21,8 @@ from unlearn_audit.audit.methods import METHODS, outcome_summary
 from unlearn_audit.audit.tradeoff import privacy_utility_sweep
 from unlearn_audit.audit.verdict import decide
 from unlearn_audit.certify import release
-from unlearn_audit.config import AuditConfig
 from unlearn_audit.certify.capacity import release_sigma_budget, unlearner_capacity
+from unlearn_audit.config import AuditConfig
 from unlearn_audit.hfocu import HFOCUUnlearner
 from unlearn_audit.inputs import build_inputs, tensors
 from unlearn_audit.models.functional import weights_hash

@@ -74,7 +74,8 @@ __all__ = ["A_POSTERIORI_BOUND", "KAPPA_SOFTMAX", "NotCertifiable", "ReplayTerms
 
 KAPPA_SOFTMAX = 2.0 * math.sqrt(2.0) / (6.0 * math.sqrt(3.0))       # ≈ 0.2722
 A_POSTERIORI_BOUND = ("a-posteriori linearisation-error recursion (DESIGN 2.4b): eps_{t+1} = rho_t eps_t + eta_t "
-                      "[P_t (||A_t|| + eps_t) + I_t + K_t] + pi_t + ||o_t|| + s_t, eps_0 = 0, Delta = eps_T + state gap")
+                      "[P_t (||A_t|| + eps_t) + I_t + K_t] + pi_t + ||o_t|| + s_t, eps_0 = 0, "
+                      "Delta = eps_T + state gap")
 PERTURBATIONS = ("directional", "uniform")
 
 

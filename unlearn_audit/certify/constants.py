@@ -20,8 +20,13 @@ from typing import Any, Callable, Mapping, Union
 
 import numpy as np
 
-from unlearn_audit.certify.aposteriori import (NotCertifiable, ReplayTerms, a_posteriori_certificate, plug_in_terms,
-                                               unit_roundoff)
+from unlearn_audit.certify.aposteriori import (
+    NotCertifiable,
+    ReplayTerms,
+    a_posteriori_certificate,
+    plug_in_terms,
+    unit_roundoff,
+)
 from unlearn_audit.certify.bounds import (
     SOURCES,
     SensitivityCertificate,
@@ -31,8 +36,8 @@ from unlearn_audit.certify.bounds import (
 from unlearn_audit.certify.errors import CertificationError
 from unlearn_audit.training.schedule import Schedule
 
-__all__ = ["BATCH_CLIP_REFUSED", "BOUNDS", "CertificateConstants", "Constant", "RecursionConstants", "SoftmaxRegressionConstants",
-           "certificate_from_constants", "constants_from_dict"]
+__all__ = ["BATCH_CLIP_REFUSED", "BOUNDS", "CertificateConstants", "Constant", "RecursionConstants",
+           "SoftmaxRegressionConstants", "certificate_from_constants", "constants_from_dict"]
 
 BATCH_CLIP_REFUSED = ("batch-gradient clipping is not covered by the per-sample recursion bound: train with "
                       "per-sample clipping or none to get a certificate")

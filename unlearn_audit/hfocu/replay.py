@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from unlearn_audit.hfocu.chunked import _cd_to_flat, _flat_to_cd
-from unlearn_audit.hfocu.curvature import make_curvature
+from unlearn_audit.hfocu.curvature import SoftmaxClosedForm, make_curvature
 from unlearn_audit.models import FunctionalModel
 from unlearn_audit.training.sgd import SGDConfig, StepInfo
 
@@ -170,6 +170,9 @@ def _replay_generic(model: FunctionalModel, sgd: SGDConfig, schedule, cache: Bou
     cfg_pre = replace(sgd, weight_norm_bound=None)                  # the projection is handled below
     rec = ApproximatorRecursion(model, cfg_pre, schedule.n_train, np.zeros(0, dtype=np.int64), dtype=dt)
     op = rec.op
+    if not isinstance(op, SoftmaxClosedForm):
+        raise CertificationError(f"the a-posteriori replay needs softmax regression's closed-form curvature, "
+                                 f"not {op.name}")
     forget = np.zeros(schedule.n_train, dtype=bool)
     forget[np.asarray(forget_positions, dtype=np.int64)] = True
     T = schedule.n_steps
@@ -199,27 +202,28 @@ def _replay_generic(model: FunctionalModel, sgd: SGDConfig, schedule, cache: Bou
         info = StepInfo(t, ctx.w, pos, ctx.x, ctx.y, float(lr))
         g_hit = op.per_sample_grads(BatchContext(ctx.w, ctx.x[hit_t], ctx.y[hit_t], ctx.probs[hit_t])) \
             if len(hit_t) else None
-        if active and len(hit_t):                                   # (1/|B|) Σ_u D_u ∇²ℓ_u(w_t) A_t
+        if active and g_hit is not None:                            # (1/|B|) Σ_u D_u ∇²ℓ_u(w_t) A_t
             if clip:
                 tot = torch.zeros_like(A[0])
                 for j in range(len(hit_t)):
                     cu = BatchContext(ctx.w, ctx.x[hit_t[j:j + 1]], ctx.y[hit_t[j:j + 1]],
                                       ctx.probs[hit_t[j:j + 1]])
                     hv = op.apply(cu, A)[0]
-                    c_fn = lambda g: clip_rows(g[None], sgd.clip_norm)[0]        # noqa: E731
+                    c_fn = lambda g: clip_rows(g[None], sgd.clipping_norm())[0]  # noqa: E731
                     tot = tot + jvp(c_fn, (g_hit[j],), (hv,))[1]
                 injection[t] = float(tot.norm()) / b
             else:
                 cu = BatchContext(ctx.w, ctx.x[hit_t], ctx.y[hit_t], ctx.probs[hit_t])
                 injection[t] = float(op.apply(cu, A).norm()) * len(hit_t) / b
         q = rec.propagate_vectors(info, ctx, A) if active else A
-        if len(hit_t):
+        if g_hit is not None:
             q = q + rec.injection_vectors(info, g_hit).sum(0, keepdim=True)
             active = True
         if R is not None and active:
             p = ctx.w - float(lr) * batch_gradient(model, cfg_pre, ctx.w, ctx.x, ctx.y, b)
             proj = lambda v: project_ball(v, R)                                  # noqa: E731
-            base, jq = jvp(proj, (p,), (q[0],))
+            primal_tangent = jvp(proj, (p,), (q[0],))
+            base, jq = primal_tangent[0], primal_tangent[1]
             proj_rem[t] = float((proj(p + q[0]) - base - jq).norm())
             A = jq[None]
         else:
@@ -231,7 +235,7 @@ def _replay_generic(model: FunctionalModel, sgd: SGDConfig, schedule, cache: Bou
         norm_A=norm_A, injection=injection, gram_top=cache.gram_top, retained_x2=tuple(rx2),
         retained_ax=tuple(rax), retained_gnorm=tuple(rgn) if clip else None, proj_remainder=proj_rem,
         rounding=cache.rounding, ref_round=cache.ref_round, lam=float(sgd.lam),
-        clip_norm=float(sgd.clip_norm) if clip else None, projection=R is not None, state_gap=gap,
+        clip_norm=sgd.clipping_norm() if clip else None, projection=R is not None, state_gap=gap,
         state_norm=float((cache.final + A[0]).norm()), u=cache.u, n_classes=model.n_classes,
         n_features=int(cache.contexts[0].x.shape[1]) if cache.contexts else 0, max_x2=float(cache.x2.max()),
         source="replay"), A[0]

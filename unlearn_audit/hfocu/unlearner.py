@@ -29,7 +29,7 @@ from unlearn_audit.common import check_record_ids
 from unlearn_audit.hfocu.constants import TrajectoryProbe, run_constants
 from unlearn_audit.hfocu.layouts import Layout, Replay, make_layout, resolve_layout
 from unlearn_audit.hfocu.recursion import Order
-from unlearn_audit.hfocu.replay import WeightTrajectory
+from unlearn_audit.hfocu.replay import BoundCache, WeightTrajectory
 from unlearn_audit.models import FunctionalModel
 from unlearn_audit.models.functional import weights_hash
 from unlearn_audit.training import SGDConfig, TrainResult, resolve_device, train_sgd
@@ -76,6 +76,9 @@ class HFOCUUnlearner:
             regression with the derivation's order: the fit then keeps the weight trajectory, T·d floats) or
             ``worst_case`` (§2.4). Other models use the worst-case recursion with measured constants either way.
     """
+
+    capacity_budget_: dict | None = None
+    """The release's σ budget (set by the audit's capacity step; kept in the trained run for ``forget``)."""
 
     def __init__(self, model: FunctionalModel, sgd: SGDConfig, *, mode: Mode = "all",
                  candidates: list[str] | None = None, curvature: str = "exact", order: Order = "propagate_first",
@@ -134,7 +137,7 @@ class HFOCUUnlearner:
         self.curvature_name_ = layout.curvature_name
         self.probe_ = TrajectoryProbe.for_run(len(x), self.sgd)
         hooks = ([] if self.model.kind == "softmax" else [self.probe_]) + layout.hooks()
-        self.bound_cache_ = None
+        self.bound_cache_: BoundCache | None = None
         self.weight_trajectory_ = None
         if self.model.kind == "softmax" and self.bound == "a_posteriori" and not isinstance(layout, Replay):
             self.weight_trajectory_ = WeightTrajectory()        # w_t for the a-posteriori certificate's replay
