@@ -90,7 +90,7 @@ def bound_cache(model: FunctionalModel, sgd: SGDConfig, x: torch.Tensor, y: torc
                 final_weights: torch.Tensor, *, train_dtype: str = "float32") -> BoundCache:
     """Precompute the U-independent replay quantities (see :class:`BoundCache`). ``weights[t]`` is w_t as recorded
     (t = 0..T-1), ``final_weights`` is w_T."""
-    from unlearn_audit.certify.aposteriori import unit_roundoff
+    from unlearn_audit.certify.aposteriori import rounding_gamma, unit_roundoff
     from unlearn_audit.training.sgd import update_map
 
     if model.kind != "softmax":
@@ -124,8 +124,7 @@ def bound_cache(model: FunctionalModel, sgd: SGDConfig, x: torch.Tensor, y: torc
             exact = update_map(model, sgd, float(lr), ctx.x, ctx.y, float(len(pos)))(w)
         rounding[t] = float((exact - w_next).norm())
         k = D + len(pos) + K + 4
-        gamma = k * u / (1.0 - k * u)
-        ref_round[t] = 2.0 * u * float(w_next.norm()) + gamma * float(lr) * float(gb.mean())
+        ref_round[t] = 2.0 * u * float(w_next.norm()) + rounding_gamma(k, u) * float(lr) * float(gb.mean())
     return BoundCache(contexts, gram_top, grad_bound, rounding, ref_round, x2.numpy(),
                       final_weights.detach().to("cpu", dt), u, xts, resids, w_cds)
 
