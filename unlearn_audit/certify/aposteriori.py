@@ -43,8 +43,8 @@ P_t = (κ/2)(1/|B_t|) Σ_{i∈N_t} ‖x̃_i‖² ‖A_t x̃_i‖ (directional), 
 of the retrain reference itself (a model: 2u‖w'_{t+1}‖ + γ_k η_t ḡ_t with the probabilistic γ_k = 4√k·u of
 Higham & Mary 2019 (:func:`rounding_gamma`), k = D + |B_t| + K + 4 the longest dot product, u the unit round-off of
 the training dtype, ḡ_t the mean per-sample gradient norm bound). The certified sensitivity is
-Δ(U) = ε_T + ‖A_T − A_T^{stored}‖ + u‖w̄‖: the second term is the measured gap between the float64 replay and the float32 approximator sum the unlearner actually added, the third the
-rounding of w̄ = w_T + A.
+Δ(U) = ε_T + ‖A_T − A_T^{stored}‖ + u‖w̄‖: the second term is the measured gap between the float64 replay and
+the float32 approximator sum the unlearner actually added, the third the rounding of w̄ = w_T + A.
 
 Data dependence: the bound depends on the training data and on U (as Guo et al.'s data-dependent bound does); σ
 calibrated to it can itself reveal something about D and U. The certificate records this.
