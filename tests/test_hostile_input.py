@@ -311,6 +311,8 @@ CASES = [
     Case("out-run-with-releases-force", audit("--force"), "releases", toml(SMALL),
          setup=_run_folder_with("releases")),
     Case("out-empty-string", ["audit", "--config", "c.toml", "--out", ""], "--out", toml(SMALL)),
+    Case("precompute-out-under-a-file", ["precompute", "--out", "afile/sub"], "is a file", {"afile": "x"}),
+    Case("precompute-out-cwd", ["precompute", "--out", "."], "current folder"),
     # -- command line -------------------------------------------------------------------------------------------------
     Case("usage-unknown-option", ["audit", "--bogus"], "No such option"),
     Case("usage-unknown-command", ["audits"], "No such command"),
@@ -374,6 +376,9 @@ CASES = [
          setup=_corrupt_ledger_page),
     Case("forget-ledger-truncated-0-bytes", ["forget", "run", "--requests", "req.txt"], "empty (0 bytes)",
          needs_run=True, setup=_two_requests_then(_truncate)),
+    Case("forget-ledger-truncated-no-releases", ["forget", "run", "--requests", "req.txt"], "anchor",
+         needs_run=True, setup=_two_requests_then(
+             lambda wd, ids: (_truncate(wd, ids), shutil.rmtree(wd / "run" / "releases")))),
     Case("forget-ledger-last-row-deleted", ["forget", "run", "--requests", "req.txt"], "anchor",
          needs_run=True, setup=_two_requests_then(_sql("DELETE FROM requests WHERE applied_seq = 2"))),
     Case("forget-ledger-older-copy", ["forget", "run", "--requests", "req.txt"], "anchor", needs_run=True,
