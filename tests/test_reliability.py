@@ -97,7 +97,7 @@ def test_force_replaces_a_previous_run_folder_and_nothing_else(audited, tmp_path
 # ---------------------------------------------------------------------------------------------------------------------
 # interrupted runs: SIGINT 130, SIGTERM 143, nothing left; a SIGKILLed run's partial folder removed on the next start
 def _start_audit(wd: Path, env: dict) -> subprocess.Popen:
-    (wd / "c.toml").write_text("seed = 1\n[training]\nepochs = 200\n")      # long enough to be interrupted
+    (wd / "c.toml").write_text("seed = 1\n[training]\nepochs = 5000\n")     # long enough to be interrupted
     return subprocess.Popen([sys.executable, "-m", "unlearn_audit.cli", "audit", "--config", "c.toml", "--out",
                              "out", "--no-pdf", "--quiet"], cwd=wd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)

@@ -95,8 +95,9 @@ class _Commands(click.Group):
 
         try:
             previous = signal.signal(signal.SIGTERM, _on_sigterm)
+            previous_int = signal.getsignal(signal.SIGINT)
         except ValueError:                                  # not the main thread: leave signals alone
-            previous = None
+            previous = previous_int = None
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.exceptions.Abort:                      # click turns KeyboardInterrupt into Abort
@@ -108,6 +109,12 @@ class _Commands(click.Group):
         except _Terminated:
             click.echo("error: terminated (SIGTERM); nothing of the interrupted step was kept", err=True)
             sys.exit(TERMINATED)
+        except SystemExit:
+            # the command is over (its outputs committed, its exit code chosen): a late SIGINT must not turn it into
+            # a death by signal on the way out
+            if previous is not None:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+            raise
         except click.ClickException as err:
             where = ""
             ctx = getattr(err, "ctx", None)
@@ -118,6 +125,7 @@ class _Commands(click.Group):
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
+                signal.signal(signal.SIGINT, previous_int)
         sys.exit(rv if isinstance(rv, int) else 0)
 
     def invoke(self, ctx: click.Context):
