@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from unlearn_audit.audit.attack_suite import ATTACKS
+from unlearn_audit.audit.targets import Target
 from unlearn_audit.audit.methods import METHODS, outcome_summary
 from unlearn_audit.audit.pipeline import prepare_context
 from unlearn_audit.config import config_from_dict
@@ -89,7 +90,6 @@ def run_seed(setting: dict, seed: int, args) -> dict:
                       "per_request": out.seconds_per_request, "storage_mb": out.storage_bytes / 2 ** 20,
                       "test_acc": s["accuracy"]["test"], "sigma": out.sigma, "wall": time.perf_counter() - t0,
                       "_out": out, "_summary": s}
-    ctx.extra["outcomes"] = outcomes
     rows["retrain"] = {"distance": 0.0, "precompute": 0.0, "per_request": ctx.retrain_seconds, "storage_mb": 0.0,
                        "test_acc": ctx.model.accuracy(ctx.w_retrain, ctx.x_test, ctx.y_test), "sigma": 0.0}
     rows["original"] = {"distance": float((ctx.w_original.double() - ctx.w_retrain.double()).norm()),
@@ -98,7 +98,8 @@ def run_seed(setting: dict, seed: int, args) -> dict:
 
     def auc(attack, w, name, state):
         try:
-            res = ATTACKS[attack](ctx, w, name, state)
+            sigma = outcomes[name].sigma if name in outcomes and state == "released" else 0.0
+            res = ATTACKS[attack](ctx, Target(name, state, w, sigma=sigma))
         except Exception as err:                        # noqa: BLE001 - reported in the table's notes
             failures.append(f"{attack} on {state} targets: {type(err).__name__}: {err}")
             return float("nan")

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from unlearn_audit.cli import _Progress, main
 
-GOOD = {"schema_version": "1.0", "verdict": {"status": "pass"}, "methods": {}, "attacks": []}
+GOOD = {"schema_version": "2.0", "verdict": {"status": "pass"}, "methods": {}, "attacks": []}
 
 
 @pytest.mark.parametrize("content, expected", [
@@ -18,8 +18,8 @@ GOOD = {"schema_version": "1.0", "verdict": {"status": "pass"}, "methods": {}, "
     ("{not json", "not valid JSON"),
     (b"\xff\xfe\x00garbage", "not valid JSON"),
     ("[1, 2, 3]", "expected a JSON object"),
-    (json.dumps({"schema_version": "1.0"}), "missing key 'verdict'"),
-    (json.dumps({**GOOD, "schema_version": "2.0"}), "schema_version 2.0 is not supported"),
+    (json.dumps({"schema_version": "2.0"}), "missing key 'verdict'"),
+    (json.dumps({**GOOD, "schema_version": "1.0"}), "schema_version 1.0 is not supported"),
     (json.dumps({**GOOD, "methods": [1]}), "'methods' must be a JSON object"),
     (json.dumps({**GOOD, "attacks": {}}), "'attacks' must be a JSON array"),
 ], ids=["missing", "malformed", "binary", "array", "missing-key", "schema", "methods-type", "attacks-type"])

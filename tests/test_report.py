@@ -20,7 +20,7 @@ import torch
 
 from unlearn_audit.config import config_from_dict
 from unlearn_audit.report import render_html, write_report
-from unlearn_audit.report.render import load_scores
+from unlearn_audit.report.render import load_per_example, load_scores
 from unlearn_audit.report.view import build_view, findings, num
 
 torch.set_num_threads(1)
@@ -31,7 +31,7 @@ needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="Debian 'chromium' 
 needs_pdftoppm = pytest.mark.skipif(PDFTOPPM is None, reason="'pdftoppm' (poppler-utils) is not installed")
 
 SMALL = {"seed": 3, "training": {"epochs": 4}, "unlearning": {"requests": 4},
-         "privacy": {"epsilon": 2.0}, "audit": {"attacks": ["loss"], "sweep_sigmas": [0.0, 0.1]}}
+         "privacy": {"epsilon": 2.0}, "audit": {"attacks": ["loss"], "sweep_sigmas": [0.0, 0.1], "pairs": 8, "bootstrap": 200}}
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +130,7 @@ def test_pdf_pages_are_not_blank_and_nothing_overflows(run_dir, tmp_path):
 # ------------------------------------------------------------------------------------------------ content checks
 def test_report_sections_in_order(run_dir, results):
     html = (run_dir / "report.html").read_text()
-    order = ["Verdict on", 'id="certificate"', 'id="distance"', 'id="attacks"', 'id="equivalence"', 'id="tradeoff"',
+    order = ["Verdict on", 'id="answers"', 'id="per-example"', 'id="certificate"', 'id="distance"', 'id="attacks"', 'id="equivalence"', 'id="tradeoff"',
              'id="latency"', 'id="compliance"']
     pos = [html.index(s) for s in order]
     assert pos == sorted(pos)
@@ -140,7 +140,7 @@ def test_report_sections_in_order(run_dir, results):
     assert results["run"]["config_digest"] in html
     assert results["environment"]["python"] in html
     assert "ROC, log-log axes" not in html                 # figure text is inside images, not the page
-    assert html.count("<img ") == 5                      # distance, latency, trade-off, ROC, histograms
+    assert html.count("<img ") == 6              # per-example ε, distance, latency, trade-off, ROC, histograms
     for rid in (run_dir / "artefacts" / "forget_ids.txt").read_text().split():
         assert rid not in html, "a raw record id is shown in the report"
 
@@ -246,7 +246,8 @@ def test_violated_certificate_raises_the_alarm(run_dir, results, tmp_path):
 
 
 def test_rerender_reproduces_the_html(run_dir, results):
-    again = render_html(results, load_scores(run_dir / "artefacts" / "scores.npz"))
+    again = render_html(results, load_scores(run_dir / "artefacts" / "scores.npz"),
+                        load_per_example(run_dir / "artefacts" / "per_example.npz"))
     assert again == (run_dir / "report.html").read_text()
 
 

@@ -154,9 +154,11 @@ class UnlearningConfig(_Section):
     at ε = 1 usable (README: "Choosing the training settings")."""
     forget_file: str | None = None
     """Text file of record ids to delete, one per line (overrides forget_fraction); ids must be training records."""
-    methods: list[Literal["hfocu", "cns", "ns", "ij", "finetune", "neggrad", "dpsgd"]] = ["hfocu"]
+    methods: list[Literal["hfocu", "cns", "ns", "ij", "finetune", "neggrad", "dpsgd", "identity", "retrain"]] = [
+        "hfocu"]
     """Unlearning methods to run and compare, all on the same model and forget set; the verdict is about hfocu when
-    listed, else about the first method listed. hfocu (HF-OCU); cns (Zhang et al. 2024's certified Newton
+    listed, else about the first method listed. identity (do nothing) and retrain (exact retraining audited as a
+    method) are controls: the first must fail wherever the test has power, the second passes up to α. hfocu (HF-OCU); cns (Zhang et al. 2024's certified Newton
     step, LiSSA, certified); ns (Newton step, Sekhari et al. 2021) and ij (infinitesimal jackknife), both
     uncertified here; finetune and neggrad (uncertified contrast); dpsgd (a model trained with Opacus DP-SGD at
     privacy.epsilon, no deletion step). Options in [baselines]."""
@@ -232,6 +234,16 @@ class AuditSection(_Section):
     """Significance level: (1 − α) confidence intervals, (1 − 2α) intervals in the equivalence tests."""
     margin: float = Field(0.015, gt=0, lt=0.5)
     """Equivalence margin m: the unlearned model passes when its attack AUC is within ±m of the retrained model's."""
+    pairs: int = Field(128, ge=8, le=4096)
+    """Models per group of the per-example tests (DESIGN §4b): N pairs (original, each method's unlearned model,
+    exact retrain) and N reference retrains, trained at once with independent initialisation and batch schedule;
+    the verdict's forgetting test rests on them. Intervals narrow roughly as 1/√N."""
+    per_example_margin: float = Field(0.05, gt=0, lt=1)
+    """Equivalence margin of the forgetting test, in units of the mean per-record advantage |2·AUC−1| (0 =
+    indistinguishable, 1 = separated): the method passes when its advantage over the reference retrains is within
+    ±margin of the retrain-vs-retrain null's."""
+    bootstrap: int = Field(2000, ge=200, le=100000)
+    """Bootstrap replicates (over models) of the forgetting test's interval."""
     attacks: list[Literal["loss", "lira", "mia_u"]] = ["loss", "lira", "mia_u"]
     """Membership-inference attacks run on every model: loss = MIA-L (score = −loss); lira = online LiRA with
     shadow models on random halves of a pool of the forget set, the population and the test split; mia_u = Chen et

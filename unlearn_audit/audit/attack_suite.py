@@ -1,5 +1,5 @@
 """The attacks the audit runs against every target model. Each entry maps an attack name (config
-``audit.attacks``) to ``fn(ctx, weights, target, state) -> dict`` returning a JSON-ready result with the raw
+``audit.attacks``) to ``fn(ctx, target: Target) -> dict`` returning a JSON-ready result with the raw
 per-record scores under ``_scores = (member_scores, nonmember_scores)`` (label 1 = forget-set record, 0 = never
 trained on), always on the same records in the same order, so that paired tests across models are valid.
 
@@ -23,6 +23,7 @@ import torch
 from unlearn_audit import stats
 from unlearn_audit.audit import measure, shadow_models
 from unlearn_audit.audit.context import AuditContext
+from unlearn_audit.audit.targets import Target
 
 ATTACK_NAMES = {"loss": "loss (MIA-L)", "lira": "LiRA (online)", "mia_u": "MIA-U"}
 
@@ -42,8 +43,9 @@ def _not_attackable(ctx: AuditContext, w: torch.Tensor) -> str | None:
     return None
 
 
-def run_loss_attack(ctx: AuditContext, w: torch.Tensor, target: str, state: str) -> dict:
+def run_loss_attack(ctx: AuditContext, t: Target) -> dict:
     """MIA-L: members = forget set, non-members = population, calibration non-members = test split."""
+    w, target, state = t.weights, t.method, t.key[1]
     why = _not_attackable(ctx, w)
     if why:
         return _refused_row(ATTACK_NAMES["loss"], target, state, why)
@@ -66,12 +68,13 @@ def _refused_row(attack: str, target: str, state: str, why: str, **extra) -> dic
     return {"attack": attack, "target": target, "state": state, "refused": f"refused: {why}", **extra}
 
 
-def run_lira(ctx: AuditContext, w: torch.Tensor, target: str, state: str) -> dict:
+def run_lira(ctx: AuditContext, t: Target) -> dict:
     """Online LiRA (Carlini et al.): members = forget set, non-members = population, calibration = test split.
 
     The shadows (trained once per run) saw each of these records in exactly half of the models; the target's
     logit-scaled confidence is compared with the record's IN and OUT Gaussians.
     """
+    w, target, state = t.weights, t.method, t.key[1]
     sh = shadow_models.lira_shadows(ctx)
     name = ATTACK_NAMES["lira"]
     if sh.refused:
@@ -87,11 +90,12 @@ def run_lira(ctx: AuditContext, w: torch.Tensor, target: str, state: str) -> dic
                       "fallback_in": info["fallback_in"], "fallback_out": info["fallback_out"]})
 
 
-def run_mia_u(ctx: AuditContext, w: torch.Tensor, target: str, state: str) -> dict:
+def run_mia_u(ctx: AuditContext, t: Target) -> dict:
     """MIA-U (Chen et al.) on the pair (original model, target model): members = forget set (deleted), non-members
     = population; the attack was fitted on shadow pairs unlearned with the target's unlearner (released with the
     target's σ when the target is a noisy release) and never scores those shadow records.
     """
+    w, target, state = t.weights, t.method, t.key[1]
     sh = shadow_models.mia_u_shadows(ctx)
     a = ctx.cfg.audit
     name = f"{ATTACK_NAMES['mia_u']} ({a.mia_u_feature})"
@@ -100,7 +104,7 @@ def run_mia_u(ctx: AuditContext, w: torch.Tensor, target: str, state: str) -> di
     why = _not_attackable(ctx, w)
     if why:
         return _refused_row(name, target, state, why, shadows=sh.summary)
-    sigma = shadow_models.target_sigma(ctx, target, state)
+    sigma = t.sigma
     attack = sh.attack(ctx, sigma)
     pool = shadow_models.audit_pool(ctx)
     forget = np.asarray(ctx.forget_positions, dtype=np.int64)
@@ -112,7 +116,7 @@ def run_mia_u(ctx: AuditContext, w: torch.Tensor, target: str, state: str) -> di
                                ids=pool.test)
     base = attack.original_only_.score(p_o, ids=query)
     notes = []
-    if target in ctx.extra.get("outcomes", {}) and target != "hfocu":
+    if target not in ("hfocu", "original", "retrain"):
         notes.append(f"the shadows were unlearned with HF-OCU, not with {target}: the attack learned what an HF-OCU "
                      "deletion looks like")
     if np.array_equal(p_o, p_t):
@@ -132,7 +136,7 @@ def run_mia_u(ctx: AuditContext, w: torch.Tensor, target: str, state: str) -> di
                        "notes": notes})
 
 
-ATTACKS: dict[str, Callable[[AuditContext, torch.Tensor, str, str], dict]] = {
+ATTACKS: dict[str, Callable[[AuditContext, Target], dict]] = {
     "loss": run_loss_attack, "lira": run_lira, "mia_u": run_mia_u}
 
 

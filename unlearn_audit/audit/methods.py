@@ -248,8 +248,21 @@ def run_dpsgd(ctx: AuditContext) -> MethodOutcome:
                             "noise_multiplier": res.noise_multiplier})
 
 
+def run_identity(ctx: AuditContext) -> MethodOutcome:
+    """Do nothing: return the trained model unchanged (a control; the audit must fail it wherever it has power)."""
+    return _one_request_outcome(ctx, "identity", "do nothing: the original weights, unchanged (control)",
+                                ctx.w_original.clone(), 0.0)
+
+
+def run_retrain(ctx: AuditContext) -> MethodOutcome:
+    """Exact retraining without U audited as if it were a method (a control; passes up to the test's α). In the
+    per-example tests its models come from training seeds independent of the reference retrains'."""
+    return _one_request_outcome(ctx, "retrain", "exact retraining without the forget set, audited as a method "
+                                "(control)", ctx.w_retrain.clone(), ctx.retrain_seconds)
+
+
 METHODS: dict[str, Callable[[AuditContext], MethodOutcome]] = {
-    "hfocu": run_hfocu, "cns": run_cns, "ns": run_ns, "ij": run_ij, "finetune": run_finetune,
+    "hfocu": run_hfocu, "identity": run_identity, "retrain": run_retrain, "cns": run_cns, "ns": run_ns, "ij": run_ij, "finetune": run_finetune,
     "neggrad": run_neggrad, "dpsgd": run_dpsgd}
 
 

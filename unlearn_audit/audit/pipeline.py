@@ -5,7 +5,7 @@ attack → statistics → verdict. Returns a JSON-ready results dict; :mod:`unle
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -13,13 +13,14 @@ from typing import Callable
 import numpy as np
 
 from unlearn_audit import __version__
-from unlearn_audit.audit import attack_suite, measure
+from unlearn_audit.audit import attack_suite, evidence, measure
 from unlearn_audit.audit.attack_suite import ATTACKS
 from unlearn_audit.audit.context import AuditContext
 from unlearn_audit.audit.environment import environment
 from unlearn_audit.audit.methods import METHODS, outcome_summary
 from unlearn_audit.audit.tradeoff import privacy_utility_sweep
-from unlearn_audit.audit.verdict import decide
+from unlearn_audit.audit.targets import Target
+from unlearn_audit.audit.verdict import ReleaseEvidence, decide
 from unlearn_audit.certify import release
 from unlearn_audit.certify.capacity import release_sigma_budget, unlearner_capacity
 from unlearn_audit.config import AuditConfig
@@ -28,7 +29,7 @@ from unlearn_audit.inputs import build_inputs, tensors
 from unlearn_audit.models.functional import weights_hash
 from unlearn_audit.training import retrain_without
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "2.0"
 PRIMARY_METHOD = "hfocu"
 
 Progress = Callable[[str, int, int], None]
@@ -44,6 +45,10 @@ class AuditArtefacts:
 
     weights: dict[str, np.ndarray]
     forget_ids: list[str]
+    scores: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    """Single-pair attack scores by "attack:target/state": (forget-set records = label 1, never trained on = 0)."""
+    per_example: dict[str, np.ndarray] = field(default_factory=dict)
+    """Per-record arrays of the per-example tests, by "group/state/signal/statistic"."""
     context: AuditContext | None = None
 
 
@@ -139,7 +144,6 @@ def run_audit(cfg: AuditConfig, progress: Progress | None = None) -> tuple[dict,
         say("unlearning methods", i, len(cfg.unlearning.methods))
         outcomes[name] = METHODS[name](ctx)
     say("unlearning methods", len(outcomes), len(outcomes))
-    ctx.extra["outcomes"] = outcomes    # shadow attacks read each release's σ
 
     original_distance = float((w_orig.double() - w_re.double()).norm())
     methods = {
@@ -157,17 +161,20 @@ def run_audit(cfg: AuditConfig, progress: Progress | None = None) -> tuple[dict,
         summary["distance_ratio_original_over_method"] = (
             original_distance / max(summary["distance_to_retrain"], 1e-300))
 
-    # -- attacks on every target; each method is compared with the retrained model released at its own σ ----------
-    targets = {("original", "noiseless"): w_orig, ("retrain", "noiseless"): w_re}
+    # -- single-pair attacks (a secondary view): every method against the retrained model; a released method
+    #    against the retrained model released at the same σ with its OWN noise draw (never a shared one) ----------
+    targets = {t.key: t for t in (Target("original", "noiseless", w_orig), Target("retrain", "noiseless", w_re))}
     pairs: list[tuple[tuple[str, str], tuple[str, str], str]] = []     # (method key, reference key, label)
     for name, out in outcomes.items():
         if out.sigma > 0:
-            ref_key = ("retrain", f"released σ={out.sigma:.4g}")
-            targets[ref_key] = release(w_re, out.sigma, ctx.noise_seed)     # same σ, same draw (common random numbers)
-            targets[(name, "released")] = out.released
-            pairs.append(((name, "released"), ref_key, f"{name} vs retrain (released, same σ and noise draw)"))
-        targets[(name, "noiseless")] = out.weights
-        pairs.append(((name, "noiseless"), ("retrain", "noiseless"),
+            ref = Target("retrain", "released", release(w_re, out.sigma, ctx.noise_seed + 1000), sigma=out.sigma,
+                         noise_seed=ctx.noise_seed + 1000, role=f"reference for {name}")
+            rel = Target(name, "released", out.released, sigma=out.sigma, noise_seed=ctx.noise_seed)
+            targets[ref.key], targets[rel.key] = ref, rel
+            pairs.append((rel.key, ref.key, f"{name} vs retrain (released, same σ, independent noise draws)"))
+        t = Target(name, "noiseless", out.weights)
+        targets[t.key] = t
+        pairs.append((t.key, ("retrain", "noiseless"),
                       f"{name} vs retrain (noiseless{' internal state' if out.sigma > 0 else ''})"))
     pairs.append((("original", "noiseless"), ("retrain", "noiseless"), "original vs retrain (control: power check)"))
 
@@ -175,26 +182,25 @@ def run_audit(cfg: AuditConfig, progress: Progress | None = None) -> tuple[dict,
     todo = [(a, key) for a in cfg.audit.attacks for key in targets]
     for i, (attack, key) in enumerate(todo):
         say("attacks", i, len(todo))
-        runs[(attack, key)] = ATTACKS[attack](ctx, targets[key], key[0], key[1])
+        runs[(attack, key)] = ATTACKS[attack](ctx, targets[key])
     say("attacks", len(todo), len(todo))
 
     equivalence = []
     for attack in cfg.audit.attacks:
         for a_key, b_key, label in pairs:
             if not (attack_suite.scored(runs[(attack, a_key)]) and attack_suite.scored(runs[(attack, b_key)])):
-                continue    # a refused attack has no scores; the verdict lists it
+                continue    # a refused attack has no scores; the report lists it
             row = measure.equivalence_row(runs[(attack, a_key)], runs[(attack, b_key)], margin=margin,
                                           alpha=alpha, label=label)
             row.update(method=a_key[0], state=a_key[1], attack_key=attack)
             equivalence.append(row)
-        # Also against chance (0.5), reported beside the verdict: unpaired, so much less powerful.
-        for name, out in outcomes.items():
-            key = (name, "released" if out.sigma > 0 else "noiseless")
-            if attack_suite.scored(runs[(attack, key)]):
-                row = measure.equivalence_row(runs[(attack, key)], margin=margin, alpha=alpha,
-                                              label=f"{name} ({key[1]}) vs chance 0.5 (unpaired)")
-                row.update(method=name, state="vs chance", attack_key=attack)
-                equivalence.append(row)
+
+    # -- the main test: per-example evidence over many paired models (DESIGN §4b) ------------------------------
+    ac, pc = cfg.audit, cfg.privacy
+    per_example = evidence.collect(
+        ctx, {name: METHODS[name] for name in outcomes}, {n: o.sigma for n, o in outcomes.items() if o.certified},
+        n_pairs=ac.pairs, margin=ac.per_example_margin, alpha=alpha, delta=pc.delta, n_bootstrap=ac.bootstrap,
+        progress=say)
 
     primary = PRIMARY_METHOD if PRIMARY_METHOD in outcomes else next(iter(outcomes))
     p_out = outcomes[primary]
@@ -224,16 +230,25 @@ def run_audit(cfg: AuditConfig, progress: Progress | None = None) -> tuple[dict,
     if p_out.certified and primary == "hfocu":
         capacity = deletion_capacity_summary(ctx, seed=cfg.seed + 5, progress=say)
 
-    primary_state = "released" if p_out.sigma > 0 else "noiseless"
-    primary_rows = [e for e in equivalence if e["method"] == primary and e["state"] == primary_state]
-    control_rows = [e for e in equivalence if e["method"] == "original"]
-    verdict = decide(primary_rows, control_rows, emp_eps, alpha=alpha, margin=margin, method=primary)
+    method_group = per_example.group(primary)
+    control_group = per_example.group(evidence.CONTROL)
+    release_evidence = None
+    if p_out.certified:
+        rel = per_example.group(primary, "released")
+        release_evidence = ReleaseEvidence(
+            certified_epsilon=pc.epsilon, sigma=p_out.sigma,
+            epsilon_lower_bound=({k: float(ev.epsilon_lower_bound_family.max()) for k, ev in rel.evidence.items()}
+                                 if rel is not None else None),
+            accuracy_noiseless=float(np.mean(method_group.accuracy_test)),
+            accuracy_released=float(np.mean(rel.accuracy_test)) if rel is not None else None,
+            chance_accuracy=per_example.chance_accuracy,
+            weight_space_violated=bool(emp_eps.get("violated")), weight_space_message=emp_eps.get("message", ""),
+            not_certifiable=(p_out.certificate or {}).get("not_certifiable"))
+    verdict_obj = decide(primary, method_group.comparison, control_group.comparison, release_evidence,
+                         alpha=alpha, margin=ac.per_example_margin, max_accuracy_loss=pc.max_accuracy_loss,
+                         n_pairs=per_example.n_pairs, n_records=per_example.n_records, notes=per_example.notes)
+    verdict = verdict_obj.to_dict()
     attack_suite.list_refusals(verdict, runs)
-    not_certifiable = (p_out.certificate or {}).get("not_certifiable")
-    if not_certifiable:     # no release was made: the release question cannot pass
-        verdict["reasons"].insert(0, f"{primary}: the release is {not_certifiable}")
-        if verdict["status"] == "pass":
-            verdict["status"] = "inconclusive"
 
     results = {
         "schema_version": SCHEMA_VERSION,
@@ -262,6 +277,7 @@ def run_audit(cfg: AuditConfig, progress: Progress | None = None) -> tuple[dict,
         "methods": methods,
         "attacks": [{k: v for k, v in a.items() if not k.startswith("_")} for a in runs.values()],
         "equivalence": equivalence,
+        "per_example": per_example.summary(pc.epsilon if p_out.certified else None),
         "empirical_epsilon": emp_eps,
         "tradeoff": tradeoff,
         "capacity": capacity,
@@ -271,6 +287,7 @@ def run_audit(cfg: AuditConfig, progress: Progress | None = None) -> tuple[dict,
     for name, out in outcomes.items():
         weights[f"{name}_internal"] = out.weights.numpy()
         weights[f"{name}_released"] = out.released.numpy()
-    artefacts = AuditArtefacts(weights=weights, forget_ids=ctx.forget_ids, context=ctx)
-    results["_plot_data"] = {f"{a}:{t}/{s}": r["_scores"] for (a, (t, s)), r in runs.items() if "_scores" in r}
+    scores = {f"{a}:{t}/{s}": r["_scores"] for (a, (t, s)), r in runs.items() if "_scores" in r}
+    artefacts = AuditArtefacts(weights=weights, forget_ids=ctx.forget_ids, scores=scores,
+                               per_example=per_example.per_record(), context=ctx)
     return results, artefacts

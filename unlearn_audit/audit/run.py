@@ -45,7 +45,7 @@ def execute_audit(cfg: AuditConfig, out_dir: Path, *, force: bool = False, pdf: 
     with OutputFolder(out_dir, force=force, allowed=RUN_FILES) as folder:
         results, artefacts = run_audit(cfg, progress)
         tmp = folder.path
-        scores = results.pop("_plot_data")
+        scores = artefacts.scores
         results = to_jsonable(results)
         (tmp / "config.toml").write_text(cfg.to_toml(), encoding="utf-8")
         (tmp / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
@@ -55,6 +55,7 @@ def execute_audit(cfg: AuditConfig, out_dir: Path, *, force: bool = False, pdf: 
             np.save(art / f"weights_{name}.npy", w, allow_pickle=False)
         np.savez(art / "scores.npz", **{f"{k}/members": m for k, (m, _) in scores.items()},
                  **{f"{k}/nonmembers": n for k, (_, n) in scores.items()})
+        np.savez(art / "per_example.npz", **artefacts.per_example)
         (art / "forget_ids.txt").write_text("\n".join(artefacts.forget_ids) + "\n", encoding="utf-8")
         if artefacts.context is not None:       # the key of the record pseudonyms in results.json (never shown)
             write_key(tmp, artefacts.context.record_id_key)

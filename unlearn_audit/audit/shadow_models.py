@@ -31,7 +31,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -428,19 +427,3 @@ def mia_u_shadows(ctx: AuditContext) -> MIAUShadows:
                      summary=summary, refused=refused)
     ctx.extra["mia_u_shadows"] = sh
     return sh
-
-
-def target_sigma(ctx: AuditContext, target: str, state: str) -> float:
-    """Noise scale σ of a target model of the run (0 for noiseless targets)."""
-    if state == "noiseless":
-        return 0.0
-    outcomes = ctx.extra.get("outcomes", {})
-    if state == "released" and target in outcomes:
-        return float(outcomes[target].sigma)
-    for out in outcomes.values():
-        if state == f"released σ={out.sigma:.4g}":
-            return float(out.sigma)
-    m = re.search(r"σ=([0-9.eE+-]+)", state)
-    if m:
-        return float(m.group(1))
-    raise ValueError(f"cannot tell the noise scale of target '{target}' ({state})")

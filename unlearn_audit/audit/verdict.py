@@ -1,66 +1,188 @@
-"""The audit's verdict: pass, fail or inconclusive (DESIGN §5), with the tests behind it.
+"""The audit's verdict: pass, fail or inconclusive (DESIGN §5), answering two questions and saying which failed.
 
-For the primary method (HF-OCU unless not run), one paired TOST per attack compares the released unlearned model
-with the retrained model released at the same σ (noiseless when the method is uncertified):
-* fail — any attack shows a difference beyond ±margin (either direction: an AUC far below the reference is
-  over-unlearning), or the empirical ε lower bound exceeds the certified ε (an implementation bug);
-* pass — every attack shows equivalence within ±margin;
-* inconclusive — otherwise; the verdict says roughly how many forget records would decide.
-The control (original vs retrain) is reported beside it: if even a do-nothing unlearner is not told apart, a pass
-says little, and the verdict notes it.
+1. **Forgetting**: is the noiseless unlearned model indistinguishable from retraining at the per-example level?
+   Per signal (logit-scaled confidence, −loss), the method's mean per-record advantage over the reference retrains
+   is compared with the retrain-vs-retrain null's (two one-sided tests at ±margin on a (1 − 2α) bootstrap interval
+   over models, :class:`~unlearn_audit.stats.per_example.NullComparison`).
+   * fail: any signal shows a difference beyond ±margin (more distinguishable than retraining: a residual trace,
+     or over-unlearning, which the two-sided advantage also catches);
+   * pass: every signal is equivalent within ±margin AND the power control (the do-nothing model, i.e. the original)
+     is detected as different on at least one signal;
+   * inconclusive otherwise: intervals too wide, or no power (a test that cannot tell do-nothing from retraining
+     decides nothing), or degenerate evidence (identical models, zero spread).
+2. **Release** (certified methods only): the empirical per-example ε lower bound of the released models (family-wise
+   over records, Bonferroni) does not exceed the certified ε, the weight-space check agrees, and the test accuracy
+   lost to the noise is within ``privacy.max_accuracy_loss``. A release near chance accuracy is never a pass: the
+   verdict says the certificate is vacuous.
 
-The equivalence tests against chance (AUC within 0.5 ± margin, DESIGN §4) are reported next to the verdict but do
-not decide it: exact retraining itself is not at chance on these attacks (default digits audit: loss attack 0.455,
-LiRA 0.451, MIA-U 0.73, the last because deletion itself leaks, Chen et al. 2021), so requiring them would fail
-the oracle. Attacks that refused (e.g. underfit shadows) are listed in the verdict and do not count either way.
+The overall status is fail if either answer fails, pass if forgetting passes and the release (when there is one)
+passes, inconclusive otherwise. Single-pair attack AUC rows (DeLong) are a secondary view and never decide.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
+from unlearn_audit.stats.per_example import NullComparison
+
 EXIT_CODES = {"pass": 0, "fail": 1, "inconclusive": 3}
 
 
-def _describe(row: dict, margin: float, alpha: float) -> str:
-    diff, attack = row["difference"], row["attack"]
-    ci = f"[{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]"
-    if row["decision"] == "equivalent":
-        return (f"{attack}: AUC within ±{margin:g} of the retrained model's (difference {diff:+.4f}, "
-                f"{100 * (1 - 2 * alpha):.0f}% CI {ci})")
-    if row["decision"] == "different":
-        kind = ("over-unlearning (AUC below the retrained model's)" if row["direction"] == "below"
-                else "residual membership signal (AUC above the retrained model's)")
-        return (f"{attack}: AUC differs from the retrained model's by more than ±{margin:g}: {kind}, "
-                f"difference {diff:+.4f}")
-    n = row.get("records_to_decide")
-    return f"{attack}: interval {ci} straddles the margin ±{margin:g}" + (
-        f"; about {n} forget records would decide" if n else "")
+@dataclass
+class Answer:
+    """One of the verdict's two questions: its status and the reasons behind it."""
+
+    question: str
+    status: str                          # pass | fail | inconclusive | not applicable
+    reasons: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"question": self.question, "status": self.status, "reasons": self.reasons}
 
 
-def decide(primary_rows: list[dict], control_rows: list[dict], empirical_epsilon: dict, *, alpha: float,
-           margin: float, method: str) -> dict:
-    decisions = [r["decision"] for r in primary_rows]
-    if "different" in decisions:
+@dataclass
+class ReleaseEvidence:
+    """What the release question needs: the certified ε, per-signal family-wise ε lower bounds of the released
+    models (None when the release could not be drawn), the test accuracies, and the weight-space check."""
+
+    certified_epsilon: float
+    sigma: float
+    epsilon_lower_bound: dict[str, float] | None
+    accuracy_noiseless: float
+    accuracy_released: float | None
+    chance_accuracy: float
+    weight_space_violated: bool = False
+    weight_space_message: str = ""
+    not_certifiable: str | None = None     # why no certified release can be made (the certificate says)
+
+
+@dataclass
+class Verdict:
+    status: str
+    method: str
+    forgetting: Answer
+    release: Answer
+    alpha: float
+    margin: float
+    max_accuracy_loss: float
+    n_pairs: int
+    n_records: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.status]
+
+    @property
+    def reasons(self) -> list[str]:
+        return [f"{a.question}: {r}" for a in (self.forgetting, self.release) for r in a.reasons]
+
+    @property
+    def failed(self) -> list[str]:
+        """Which questions failed."""
+        return [a.question for a in (self.forgetting, self.release) if a.status == "fail"]
+
+    def to_dict(self) -> dict:
+        return {"status": self.status, "exit_code": self.exit_code, "method": self.method,
+                "failed_questions": self.failed, "forgetting": self.forgetting.to_dict(),
+                "release": self.release.to_dict(), "reasons": self.reasons, "notes": self.notes,
+                "test": ("per-example tests over paired models: mean per-record advantage |2·AUC−1| of the method "
+                         "vs reference retrains, minus the retrain-vs-retrain null's; two one-sided tests at "
+                         f"±{self.margin:g} on the {100 * (1 - 2 * self.alpha):.0f}% bootstrap interval"),
+                "alpha": self.alpha, "margin": self.margin, "max_accuracy_loss": self.max_accuracy_loss,
+                "n_pairs": self.n_pairs, "n_records": self.n_records}
+
+
+def _describe(signal: str, c: NullComparison, margin: float, alpha: float) -> str:
+    lo, hi = c.conf_int(2 * alpha)
+    ci = f"{100 * (1 - 2 * alpha):.0f}% CI [{lo:+.3f}, {hi:+.3f}]"
+    head = (f"{signal}: advantage {c.method_advantage:.3f} vs null {c.null_advantage:.3f} "
+            f"(difference {c.difference:+.3f}, {ci})")
+    decision = c.decision(margin, alpha)
+    if c.degenerate:
+        return f"{head}: degenerate evidence, decides nothing ({c.degenerate})"
+    if decision == "equivalent":
+        return f"{head}: as indistinguishable from retraining as retraining itself, within ±{margin:g}"
+    if decision == "different":
+        return f"{head}: more distinguishable from retraining than retraining itself, beyond ±{margin:g}"
+    return f"{head}: the interval straddles the margin ±{margin:g}"
+
+
+def decide_forgetting(method: dict[str, NullComparison], control: dict[str, NullComparison], *, alpha: float,
+                      margin: float) -> Answer:
+    """Forgetting question from the method's and the do-nothing control's comparisons with the null, by signal."""
+    ans = Answer("forgetting", "inconclusive")
+    if not method:
+        ans.reasons.append("no per-example comparison was computed")
+        return ans
+    decisions = {s: c.decision(margin, alpha) for s, c in method.items()}
+    ans.reasons += [_describe(s, c, margin, alpha) for s, c in method.items()]
+    power = [s for s, c in control.items() if c.decision(margin, alpha) == "different" and not c.degenerate]
+    if "different" in decisions.values():
+        ans.status = "fail"
+    elif not power:
+        ans.reasons.append("no power: the do-nothing control (the original model) is not detected by any signal, "
+                           "so equivalence here says nothing; more pairs or a larger forget set would decide")
+    elif all(d == "equivalent" for d in decisions.values()):
+        ans.status = "pass"
+        ans.reasons.append(f"power: the do-nothing control is detected ({', '.join(power)})")
+    else:
+        ans.reasons.append("more pairs would narrow the intervals (their width shrinks roughly as 1/√N)")
+    return ans
+
+
+def decide_release(r: ReleaseEvidence | None, *, max_accuracy_loss: float) -> Answer:
+    """Release question (certified methods): honest (empirical ε ≤ certified ε) and usable (accuracy kept)."""
+    if r is None:
+        return Answer("release", "not applicable", ["the method releases no certified model"])
+    ans = Answer("release", "pass")
+    if r.not_certifiable:
+        ans.status = "fail"
+        ans.reasons.append(f"no certified release: {r.not_certifiable}")
+        return ans
+    if r.epsilon_lower_bound is None or r.accuracy_released is None:
+        ans.status = "fail"
+        ans.reasons.append(f"vacuous certificate: the release at σ = {r.sigma:.4g} cannot be drawn or used")
+        return ans
+    for sig, lb in r.epsilon_lower_bound.items():
+        if lb > r.certified_epsilon:
+            ans.status = "fail"
+            ans.reasons.append(f"IMPLEMENTATION FAILURE: {sig}: the per-example ε lower bound {lb:.3f} exceeds the "
+                               f"certified ε {r.certified_epsilon:g}")
+    if r.weight_space_violated:
+        ans.status = "fail"
+        ans.reasons.append("IMPLEMENTATION FAILURE: " + r.weight_space_message)
+    loss = r.accuracy_noiseless - r.accuracy_released
+    above_chance = (r.accuracy_released - r.chance_accuracy) / max(r.accuracy_noiseless - r.chance_accuracy, 1e-12)
+    if above_chance < 0.5:
+        ans.status = "fail"
+        ans.reasons.append(f"vacuous certificate: the release keeps {r.accuracy_released:.3f} test accuracy "
+                           f"(chance {r.chance_accuracy:.3f}, noiseless {r.accuracy_noiseless:.3f}) at σ = "
+                           f"{r.sigma:.4g}")
+    elif loss > max_accuracy_loss:
+        ans.status = "fail"
+        ans.reasons.append(f"the noise costs {100 * loss:.1f} points of test accuracy ({r.accuracy_noiseless:.3f} → "
+                           f"{r.accuracy_released:.3f}), more than privacy.max_accuracy_loss = "
+                           f"{100 * max_accuracy_loss:g} points")
+    if ans.status == "pass":
+        ans.reasons.append(f"per-example ε lower bounds ≤ certified ε {r.certified_epsilon:g} "
+                           f"({', '.join(f'{k} {v:.3f}' for k, v in r.epsilon_lower_bound.items())}); accuracy "
+                           f"{r.accuracy_noiseless:.3f} → {r.accuracy_released:.3f} at σ = {r.sigma:.4g}")
+    return ans
+
+
+def decide(method: str, comparisons: dict[str, NullComparison], control: dict[str, NullComparison],
+           release: ReleaseEvidence | None, *, alpha: float, margin: float, max_accuracy_loss: float,
+           n_pairs: int, n_records: int, notes: list[str] | None = None) -> Verdict:
+    forgetting = decide_forgetting(comparisons, control, alpha=alpha, margin=margin)
+    rel = decide_release(release, max_accuracy_loss=max_accuracy_loss)
+    statuses = {forgetting.status, rel.status}
+    if "fail" in statuses:
         status = "fail"
-    elif decisions and all(d == "equivalent" for d in decisions):
+    elif forgetting.status == "pass" and rel.status in ("pass", "not applicable"):
         status = "pass"
     else:
         status = "inconclusive"
-    reasons = [_describe(r, margin, alpha) for r in primary_rows]
-    if not primary_rows:
-        reasons.append(f"no attack compared {method} with the retrained model: every attack refused on these targets "
-                       "(the notes say why), so there is nothing to decide on")
-    notes = []
-    if empirical_epsilon.get("violated"):
-        status = "fail"
-        reasons.append("IMPLEMENTATION FAILURE: " + empirical_epsilon["message"])
-    weak = [r["attack"] for r in control_rows if r["decision"] != "different"]
-    if weak:
-        notes.append(f"the control (original model vs retrain) was not told apart by {', '.join(weak)}: that attack "
-                     "has little power on this forget set, so its pass is weak evidence")
-    first = primary_rows[0] if primary_rows else {}
-    return {"status": status, "exit_code": EXIT_CODES[status], "method": method, "reasons": reasons, "notes": notes,
-            "test": f"paired DeLong TOST on attack AUC, {method} vs exact retrain (released at the same σ)",
-            "alpha": alpha, "margin": margin, "n_members": first.get("n_members"),
-            "n_nonmembers": first.get("n_nonmembers"),
-            "per_attack": [{"attack": r["attack"], "decision": r["decision"]} for r in primary_rows],
-            "control": [{"attack": r["attack"], "decision": r["decision"]} for r in control_rows]}
+    return Verdict(status=status, method=method, forgetting=forgetting, release=rel, alpha=alpha, margin=margin,
+                   max_accuracy_loss=max_accuracy_loss, n_pairs=n_pairs, n_records=n_records,
+                   notes=list(notes or []))

@@ -124,6 +124,26 @@ def score_histograms(scores: dict[str, tuple[np.ndarray, np.ndarray]], colours: 
     return _svg(fig)
 
 
+def epsilon_histogram(groups: dict[str, np.ndarray], colours: Colours, cap: float | None = None) -> str:
+    """Per-record ε lower bounds (one value per forget record) of each group against the reference retrains:
+    the method, the do-nothing control and the retrain-vs-retrain null, overlaid."""
+    fig, ax = plt.subplots(figsize=(6.2, 2.3))
+    values = [np.asarray(v, float) for v in groups.values()]
+    hi = max([float(v.max()) for v in values if v.size] + [0.1])
+    bins = np.linspace(0.0, hi * 1.02 + 1e-9, 21)
+    for (name, v) in groups.items():
+        ax.hist(np.asarray(v, float), bins=bins, histtype="step", lw=1.6, color=colours(name),
+                label=f"{name} ({np.mean(np.asarray(v) > 0):.0%} of records > 0)")
+    if cap is not None:
+        ax.axvline(cap, color="black", ls=":", lw=1, label=f"certified ε = {cap:g}")
+    ax.set_xlabel("per-record ε lower bound (evaluation half, Clopper-Pearson)", fontsize=8)
+    ax.set_ylabel("forget records", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    return _svg(fig)
+
+
 def tradeoff_plot(points: list[dict], colours: Colours, certified_sigma: float | None = None) -> str:
     """Test accuracy and loss-attack AUC (with intervals) of each released model against the noise scale σ."""
     fig, axes = plt.subplots(1, 2, figsize=(7.6, 3.0))

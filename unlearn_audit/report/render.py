@@ -20,7 +20,7 @@ from unlearn_audit.common import atomic_write_text
 from unlearn_audit.report import plots
 from unlearn_audit.report.view import build_view, is_num
 
-SUPPORTED_SCHEMA_MAJOR = "1"
+SUPPORTED_SCHEMA_MAJOR = "2"
 
 
 class ReportError(ValueError):
@@ -52,7 +52,29 @@ def load_scores(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         raise ReportError(f"{path}: unreadable attack scores ({why})") from None
 
 
-def _figures(results: dict, view: dict, scores: dict) -> dict:
+def load_per_example(path: Path) -> dict[str, np.ndarray]:
+    """Per-record arrays of the per-example tests (``artefacts/per_example.npz``, keys
+    ``group/state/signal/statistic``). Missing file → no histogram."""
+    if not path.is_file():
+        return {}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: np.asarray(z[k], float) for k in z.files}
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
+        raise ReportError(f"{path}: unreadable per-example results ({type(err).__name__}: {err})") from None
+
+
+def _per_example_figure(view: dict, per_record: dict, colours) -> str | None:
+    pe = view.get("per_example")
+    if not pe or not per_record:
+        return None
+    wanted = [(g["name"], g["state"]) for g in pe["rows"] if g["state"] == "noiseless"]
+    groups = {name: per_record[k] for name, state in wanted
+              if (k := f"{name}/{state}/confidence/epsilon_lower_bound") in per_record}
+    return plots.epsilon_histogram(groups, colours) if groups else None
+
+
+def _figures(results: dict, view: dict, scores: dict, per_record: dict | None = None) -> dict:
     colours = plots.Colours()
     for name in results.get("methods") or {}:            # fix colours in the methods' order
         colours(name)
@@ -62,7 +84,8 @@ def _figures(results: dict, view: dict, scores: dict) -> dict:
     figs: dict[str, str | None | dict[str, dict[str, str]]] = {
         "distance": plots.distance_plot(results.get("methods") or {}, colours, bound,
                                         f"certified bound Δ = {bound:.3g} ({view['primary']})" if bound else ""),
-        "latency": None, "tradeoff": None, "attacks": attack_figs}
+        "latency": None, "tradeoff": None, "attacks": attack_figs,
+        "per_example": _per_example_figure(view, per_record or {}, colours)}
     lat = [(row["name"], row["seconds"]) for row in view["latency"] if is_num(row["seconds"]) and row["seconds"] > 0]
     if lat:
         figs["latency"] = plots.latency_plot(lat, colours)
@@ -80,9 +103,10 @@ def _figures(results: dict, view: dict, scores: dict) -> dict:
     return figs
 
 
-def render_html(results: dict, scores: dict[str, tuple[np.ndarray, np.ndarray]]) -> str:
+def render_html(results: dict, scores: dict[str, tuple[np.ndarray, np.ndarray]],
+                per_record: dict[str, np.ndarray] | None = None) -> str:
     view = build_view(results)
-    figs = _figures(results, view, scores)
+    figs = _figures(results, view, scores, per_record)
     return _env().get_template("report.html.j2").render(r=results, view=view, figs=figs)
 
 
@@ -167,8 +191,9 @@ def write_report(run_dir: Path, results: dict | None = None, *, pdf: bool = True
     if results is None:
         results = read_results(run_dir)
     scores = load_scores(run_dir / "artefacts" / "scores.npz")
+    per_record = load_per_example(run_dir / "artefacts" / "per_example.npz")
     try:
-        html = render_html(results, scores)
+        html = render_html(results, scores, per_record)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
         if not from_disk:
             raise

@@ -114,7 +114,7 @@ def build_view(r: dict) -> dict:
         "tost_label": conf_level(alpha, two_sided=False),
         "margin": num(v.get("margin")),
         "verdict": {"reasons": [str(x) for x in v.get("reasons") or []], "test": v.get("test") or DASH,
-                    "n_members": v.get("n_members", DASH), "n_nonmembers": v.get("n_nonmembers", DASH),
+                    "n_records": v.get("n_records", DASH), "n_pairs": v.get("n_pairs", DASH),
                     "exit_code": v.get("exit_code", DASH)},
         "header": _header(r),
         "key_facts": _key_facts(r, primary, pm, cert),
@@ -122,6 +122,8 @@ def build_view(r: dict) -> dict:
         "methods": _methods(r),
         "attacks": _attacks(r, alpha),
         "equivalence": _equivalence(r),
+        "answers": _answers(v),
+        "per_example": _per_example(r),
         "tradeoff": _tradeoff(r),
         "capacity": _capacity(r),
         "latency": _latency(r),
@@ -138,6 +140,42 @@ def build_view(r: dict) -> dict:
                         "decide it.",
     }.get(status, "")
     return view
+
+
+def _answers(v: dict) -> list[dict]:
+    """The verdict's two questions (forgetting, release), each with its status and reasons."""
+    out = []
+    for key in ("forgetting", "release"):
+        a = v.get(key)
+        if isinstance(a, dict):
+            out.append({"question": str(a.get("question", key)), "status": str(a.get("status", DASH)),
+                        "reasons": [str(x) for x in a.get("reasons") or []]})
+    return out
+
+
+def _per_example(r: dict) -> dict | None:
+    """Rows of the per-example table: each group (method, do-nothing control, retrain-vs-retrain null) against the
+    reference retrains, on the decision signal (logit-scaled confidence)."""
+    pe = r.get("per_example")
+    if not isinstance(pe, dict):
+        return None
+    rows = []
+    for g in pe.get("groups") or []:
+        s = (g.get("signals") or {}).get("confidence") or {}
+        eps = s.get("epsilon_lower_bound") or {}
+        vs = s.get("vs_null") or {}
+        rows.append({"name": str(g.get("name")), "state": str(g.get("state")),
+                     "sigma": num(g.get("sigma"), 3) if g.get("state") == "released" else DASH,
+                     "accuracy": num(g.get("accuracy_test_mean"), 3), "advantage": num(s.get("advantage"), 3),
+                     "eps_median": num(eps.get("median"), 3), "eps_max": num(eps.get("max"), 3),
+                     "flagged": num(s.get("flagged_fraction"), 3), "ulira": num(s.get("ulira_pooled_auc"), 3),
+                     "forgetting_score": num(s.get("forgetting_score"), 3),
+                     "above_certified": num(s.get("fraction_above_certified_epsilon"), 3),
+                     "vs_null": (f"{vs.get('decision')}: {num(vs.get('difference'), 3)} "
+                                 f"[{num(vs.get('ci_low'), 3)}, {num(vs.get('ci_high'), 3)}]") if vs else "null"})
+    return {"rows": rows, "n_pairs": pe.get("n_pairs", DASH), "n_records": pe.get("n_records", DASH),
+            "margin": num(pe.get("margin")), "protocol": str(pe.get("protocol") or ""),
+            "notes": [str(n) for n in pe.get("notes") or []]}
 
 
 def _header(r: dict) -> dict:

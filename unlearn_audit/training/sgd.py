@@ -72,26 +72,39 @@ def per_sample_gradients(model: FunctionalModel, w: torch.Tensor, x: torch.Tenso
 
 
 def batch_gradient(model: FunctionalModel, cfg: SGDConfig, w: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
-                   normaliser: float) -> torch.Tensor:
-    """g_t of the module docstring (before the step size), differentiable in w."""
+                   normaliser: float | torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """g_t of the module docstring (before the step size), differentiable in w.
+
+    ``weights`` (one per record, default all 1) scale each record's term: 0 removes a record from the batch
+    without changing the batch's shape (how many models with different forget sets are trained at once), and the
+    map is differentiable in them (how an HF-OCU injection is the derivative along a removal).
+    """
     if len(x) == 0:
         return torch.zeros_like(w)
+    ce = torch.nn.functional.cross_entropy
     if cfg.clip == "per_sample":
-        g = clip_rows(per_sample_gradients(model, w, x, y, cfg.lam), cfg.clipping_norm()).sum(0) / normaliser
-    else:
-        g = grad(lambda w_: torch.nn.functional.cross_entropy(model.logits(w_, x), y, reduction="sum"))(w)
+        g = clip_rows(per_sample_gradients(model, w, x, y, cfg.lam), cfg.clipping_norm())
+        g = (g if weights is None else weights.to(w.dtype)[:, None] * g).sum(0) / normaliser
+    elif weights is None:
+        g = grad(lambda w_: ce(model.logits(w_, x), y, reduction="sum"))(w)
         g = g / normaliser + cfg.lam * w * (len(x) / normaliser)
+    else:
+        m = weights.to(w.dtype)
+        g = grad(lambda w_: (m * ce(model.logits(w_, x), y, reduction="none")).sum())(w)
+        g = g / normaliser + cfg.lam * w * (m.sum() / normaliser)
     if cfg.clip == "batch":
         g = clip_rows(g[None], cfg.clipping_norm())[0]
     return g
 
 
 def update_map(model: FunctionalModel, cfg: SGDConfig, lr: float, x: torch.Tensor, y: torch.Tensor,
-               normaliser: float) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The exact training step w ↦ w_{t+1} as a function (for jvp by the unlearner)."""
+               normaliser: float | torch.Tensor, weights: torch.Tensor | None = None
+               ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The exact training step w ↦ w_{t+1} as a function (for jvp by the unlearner); ``weights`` as in
+    :func:`batch_gradient`."""
 
     def step(w: torch.Tensor) -> torch.Tensor:
-        return project_ball(w - lr * batch_gradient(model, cfg, w, x, y, normaliser), cfg.weight_norm_bound)
+        return project_ball(w - lr * batch_gradient(model, cfg, w, x, y, normaliser, weights), cfg.weight_norm_bound)
 
     return step
 
