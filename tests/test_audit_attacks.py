@@ -67,7 +67,7 @@ def test_audit_runs_all_three_attacks_on_every_target(tiny_run):
         for (target, state), row in rows.items():
             assert not row.get("refused")
             # the reported AUC is the Mann-Whitney statistic of the row's own scores (1 = forget record), inside its CI
-            members, nonmembers = results["_plot_data"][f"{key}:{target}/{state}"]
+            members, nonmembers = art.scores[f"{key}:{target}/{state}"]
             auc = roc_auc_score(np.r_[np.ones(len(members)), np.zeros(len(nonmembers))], np.r_[members, nonmembers])
             assert row["auc"]["auc"] == pytest.approx(auc, abs=1e-12) and row["auc"]["method"] == "delong"
             assert row["auc"]["ci_low"] <= row["auc"]["auc"] <= row["auc"]["ci_high"]

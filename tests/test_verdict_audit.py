@@ -53,7 +53,8 @@ def test_do_nothing_and_neggrad_fail(accurate):
     answers, res = accurate
     assert answers["identity"].status == "fail"
     assert answers["neggrad"].status != "pass"
-    assert res.group("identity").evidence["confidence"].flagged_fraction > 0.5
+    # record by record too: a quarter of the forget records or more (the null flags at most α of them)
+    assert res.group("identity").evidence["confidence"].flagged_fraction > 0.2
 
 
 def test_hfocu_at_a_large_step_size_leaves_a_detectable_trace():
