@@ -49,7 +49,7 @@ def template(tmp_path_factory):
     u = HFOCUUnlearner(model, SGDConfig(epochs=2, batch_size=32, lr=0.5, lam=0.01, seed=1)).fit(x, y, tr.ids)
     out = tmp_path_factory.mktemp("template") / "run"
     save_trained_run(out / "trained_run", u)
-    (out / "results.json").write_text(json.dumps({"schema_version": "1.0", "verdict": {"status": "pass"},
+    (out / "results.json").write_text(json.dumps({"schema_version": "2.0", "verdict": {"status": "pass"},
                                                   "methods": {}, "attacks": []}))
     return out, [str(r) for r in tr.ids]
 
@@ -204,7 +204,7 @@ def _run_folder_with(name: str):
 
 
 def _nested(depth: int) -> str:
-    return '{"schema_version": "1.0", "verdict": {"status": "pass"}, "methods": {}, "attacks": [], "x": ' \
+    return '{"schema_version": "2.0", "verdict": {"status": "pass"}, "methods": {}, "attacks": [], "x": ' \
         + "[" * depth + "]" * depth + "}"
 
 
@@ -341,9 +341,9 @@ CASES = [
          setup=lambda wd, ids: (wd / "run" / "results.json").write_text("{nope")),
     Case("report-deeply-nested", ["report", "run", "--no-pdf"], "nested", needs_run=True,
          setup=lambda wd, ids: (wd / "run" / "results.json").write_text(_nested(100_000))),
-    Case("report-schema-2", ["report", "run", "--no-pdf"], "schema_version", needs_run=True,
+    Case("report-schema-9", ["report", "run", "--no-pdf"], "schema_version", needs_run=True,
          setup=lambda wd, ids: (wd / "run" / "results.json").write_text(
-             '{"schema_version": "2.0", "verdict": {}, "methods": {}, "attacks": []}')),
+             '{"schema_version": "9.0", "verdict": {}, "methods": {}, "attacks": []}')),
     Case("report-garbage-scores", ["report", "run", "--no-pdf"], "scores", needs_run=True,
          setup=_scores(os.urandom(300))),
     Case("report-truncated-scores", ["report", "run", "--no-pdf"], "scores", needs_run=True,

@@ -190,7 +190,7 @@ def test_report_pdf_loads_nothing_for_a_hostile_results_file(tmp_path, server):
     run.mkdir()
     bad = _hostile(host)
     (run / "results.json").write_text(json.dumps({
-        "schema_version": "1.0", "verdict": {"status": bad, "reasons": [bad]}, "methods": {}, "attacks": [],
+        "schema_version": "2.0", "verdict": {"status": bad, "reasons": [bad]}, "methods": {}, "attacks": [],
         "data": {"dataset": bad}, "run": {"started": bad}, "model": {"description": bad}}))
     res = CliRunner().invoke(main, ["report", str(run)])
     assert res.exit_code == 0, res.output
