@@ -18,12 +18,13 @@ from unlearn_audit.audit.pipeline import prepare_context
 from unlearn_audit.audit.verdict import decide_forgetting
 from unlearn_audit.config import config_from_dict
 
-# The HF-OCU linearisation is accurate at a moderate step size; at η0 = 1.5 (see the last test) it is not.
+# Where the HF-OCU linearisation error is small against the seed-to-seed spread of retraining (small λ and η0).
 ACCURATE = {"lr": 0.05, "decay": 0.998, "epochs": 20, "lam": 0.01}
 
 
-def forgetting(methods: list[str], training: dict | None = None, pairs: int = 64):
-    cfg = config_from_dict({"training": training or {}, "unlearning": {"methods": methods},
+def forgetting(methods: list[str], training: dict | None = None, pairs: int = 128,
+               unlearning: dict | None = None):
+    cfg = config_from_dict({"training": training or {}, "unlearning": {"methods": methods, **(unlearning or {})},
                             "audit": {"pairs": pairs}})
     ctx = prepare_context(cfg, lambda *_: None)
     res = evidence.collect(ctx, {m: METHODS[m] for m in methods}, {}, n_pairs=pairs, margin=0.05, alpha=0.05,
@@ -33,40 +34,42 @@ def forgetting(methods: list[str], training: dict | None = None, pairs: int = 64
 
 
 @pytest.fixture(scope="module")
-def accurate():
-    return forgetting(["hfocu", "retrain", "identity", "neggrad"], ACCURATE)
+def default():
+    """The default audit's data, training and forget set (digits, 11 forget records), 128 pairs."""
+    return forgetting(["hfocu", "retrain", "identity", "neggrad"])
 
 
-def test_exact_retraining_as_a_method_passes(accurate):
-    answers, res = accurate
+def test_exact_retraining_as_a_method_passes(default):
+    answers, res = default
     assert answers["retrain"].status == "pass", answers["retrain"].reasons
     # the null is not flagged record by record either
     assert res.group("retrain").evidence["confidence"].flagged_fraction <= 0.05
 
 
-def test_hfocu_noiseless_passes_where_its_linearisation_is_accurate(accurate):
-    answers, _ = accurate
-    assert answers["hfocu"].status == "pass", answers["hfocu"].reasons
-
-
-def test_do_nothing_and_neggrad_fail(accurate):
-    answers, res = accurate
+def test_do_nothing_and_neggrad_fail(default):
+    answers, res = default
     assert answers["identity"].status == "fail"
     assert answers["neggrad"].status != "pass"
-    # record by record too: a quarter of the forget records or more (the null flags at most α of them)
-    assert res.group("identity").evidence["confidence"].flagged_fraction > 0.2
+    assert res.group("identity").evidence["confidence"].flagged_fraction > 0.5
 
 
-def test_hfocu_at_a_large_step_size_leaves_a_detectable_trace():
-    """η0 = 1.5 for 30 epochs: the first-order approximation's error (≈ 0.09 in weight space) is large against
-    the seed-to-seed spread of the retrains, and the per-example test sees it: the verdict must not pass."""
-    answers, _ = forgetting(["hfocu"], {"lr": 1.5, "decay": 0.995, "epochs": 30, "lam": 0.01}, pairs=32)
-    assert answers["hfocu"].status == "fail"
+def test_hfocu_at_the_certifiable_default_leaves_a_detectable_trace(default):
+    """Measured, and reported as a finding: at the default (λ = 0.15, chosen so that the certified release keeps
+    its accuracy) retraining from different seeds lands in nearly the same place, and HF-OCU's first-order error is
+    larger than that spread: the per-example test tells its noiseless state from retraining. The release, not the
+    noiseless state, is what the certificate covers."""
+    answers, _ = default
+    assert answers["hfocu"].status == "fail", answers["hfocu"].reasons
+
+
+def test_hfocu_noiseless_passes_where_its_linearisation_is_accurate():
+    answers, _ = forgetting(["hfocu"], ACCURATE, pairs=64, unlearning={"forget_fraction": 0.1})
+    assert answers["hfocu"].status == "pass", answers["hfocu"].reasons
 
 
 def test_identity_fails_through_the_command_line(tmp_path):
     cfg = tmp_path / "identity.toml"
-    cfg.write_text('[unlearning]\nmethods = ["identity"]\n[training]\nepochs = 20\nlr = 0.1\ndecay = 0.998\n'
+    cfg.write_text('[unlearning]\nmethods = ["identity"]\n'
                    '[audit]\nattacks = ["loss"]\nsweep_sigmas = [0.0]\npairs = 32\nbootstrap = 500\n')
     out = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-m", "unlearn_audit.cli", "audit", "--config", str(cfg), "--out",
