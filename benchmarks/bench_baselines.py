@@ -28,9 +28,9 @@ import numpy as np
 import torch
 
 from unlearn_audit.audit.attack_suite import ATTACKS
-from unlearn_audit.audit.targets import Target
 from unlearn_audit.audit.methods import METHODS, outcome_summary
 from unlearn_audit.audit.pipeline import prepare_context
+from unlearn_audit.audit.targets import Target
 from unlearn_audit.config import config_from_dict
 from unlearn_audit.models import MODEL_KINDS
 from unlearn_audit.stats import aggregate_over_seeds

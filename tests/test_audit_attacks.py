@@ -17,8 +17,8 @@ from sklearn.metrics import roc_auc_score
 from attacks import InSampleScoringError, UnlearningAttack
 from unlearn_audit import stats
 from unlearn_audit.audit import attack_suite, measure, shadow_models
-from unlearn_audit.audit.targets import Target
 from unlearn_audit.audit.pipeline import prepare_context, run_audit
+from unlearn_audit.audit.targets import Target
 from unlearn_audit.config import config_from_dict
 from unlearn_audit.report.summary import summary_table
 
@@ -43,7 +43,8 @@ def _tiny(cache_dir, **audit) -> dict:
     # records for these attack tests; its release is certified by the worst-case bound (a-posteriori: not certifiable)
     return {"data": {"max_train": 200}, "training": {"epochs": 15, "lam": 0.01, "lr": 1.5},
             "unlearning": {"forget_fraction": 0.1}, "privacy": {"bound": "worst_case"},
-            "audit": {"attacks": ["loss", "lira", "mia_u"], "pairs": 8, "bootstrap": 200, "lira_shadows": 8, "mia_u_shadows": 3,
+            "audit": {"attacks": ["loss", "lira", "mia_u"], "pairs": 8, "bootstrap": 200, "lira_shadows": 8,
+                      "mia_u_shadows": 3,
                       "sweep_sigmas": [0.0], "shadow_cache_dir": str(cache_dir), **audit}}
 
 

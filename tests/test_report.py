@@ -31,7 +31,8 @@ needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="Debian 'chromium' 
 needs_pdftoppm = pytest.mark.skipif(PDFTOPPM is None, reason="'pdftoppm' (poppler-utils) is not installed")
 
 SMALL = {"seed": 3, "training": {"epochs": 4}, "unlearning": {"requests": 4},
-         "privacy": {"epsilon": 2.0}, "audit": {"attacks": ["loss"], "sweep_sigmas": [0.0, 0.1], "pairs": 8, "bootstrap": 200}}
+         "privacy": {"epsilon": 2.0},
+         "audit": {"attacks": ["loss"], "sweep_sigmas": [0.0, 0.1], "pairs": 8, "bootstrap": 200}}
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +131,8 @@ def test_pdf_pages_are_not_blank_and_nothing_overflows(run_dir, tmp_path):
 # ------------------------------------------------------------------------------------------------ content checks
 def test_report_sections_in_order(run_dir, results):
     html = (run_dir / "report.html").read_text()
-    order = ["Verdict on", 'id="answers"', 'id="per-example"', 'id="certificate"', 'id="distance"', 'id="attacks"', 'id="equivalence"', 'id="tradeoff"',
+    order = ["Verdict on", 'id="answers"', 'id="per-example"', 'id="certificate"', 'id="distance"', 'id="attacks"',
+             'id="equivalence"', 'id="tradeoff"',
              'id="latency"', 'id="compliance"']
     pos = [html.index(s) for s in order]
     assert pos == sorted(pos)

@@ -158,7 +158,8 @@ class UnlearningConfig(_Section):
         "hfocu"]
     """Unlearning methods to run and compare, all on the same model and forget set; the verdict is about hfocu when
     listed, else about the first method listed. identity (do nothing) and retrain (exact retraining audited as a
-    method) are controls: the first must fail wherever the test has power, the second passes up to α. hfocu (HF-OCU); cns (Zhang et al. 2024's certified Newton
+    method) are controls: the first must fail wherever the test has power, the second passes up to α.
+    hfocu (HF-OCU); cns (Zhang et al. 2024's certified Newton
     step, LiSSA, certified); ns (Newton step, Sekhari et al. 2021) and ij (infinitesimal jackknife), both
     uncertified here; finetune and neggrad (uncertified contrast); dpsgd (a model trained with Opacus DP-SGD at
     privacy.epsilon, no deletion step). Options in [baselines]."""

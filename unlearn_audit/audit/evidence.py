@@ -24,6 +24,7 @@ import torch
 
 from attacks import signals
 from unlearn_audit.audit.context import AuditContext
+from unlearn_audit.audit.methods import MethodOutcome
 from unlearn_audit.audit.pairs import PairedModels, train_paired
 from unlearn_audit.models import build_model
 from unlearn_audit.stats.per_example import NullComparison, PerExampleEvidence, compare_to_null, per_example_evidence
@@ -51,15 +52,16 @@ class GroupEvidence:
     def summary(self, margin: float, alpha: float, certified_epsilon: float | None = None) -> dict:
         out = {"name": self.name, "state": self.state, "sigma": self.sigma,
                "accuracy_test_mean": float(np.mean(self.accuracy_test)),
-               "accuracy_test_sd": float(np.std(self.accuracy_test, ddof=1)) if len(self.accuracy_test) > 1 else 0.0,
-               "signals": {}}
+               "accuracy_test_sd": float(np.std(self.accuracy_test, ddof=1)) if len(self.accuracy_test) > 1 else 0.0}
+        signals_out: dict[str, dict] = {}
         for sig, ev in self.evidence.items():
             row = ev.summary()
             if sig in self.comparison:
                 row["vs_null"] = self.comparison[sig].to_dict(margin=margin, alpha=alpha)
             if certified_epsilon is not None:
                 row["fraction_above_certified_epsilon"] = ev.fraction_above(certified_epsilon)
-            out["signals"][sig] = row
+            signals_out[sig] = row
+        out["signals"] = signals_out
         return out
 
 
@@ -82,6 +84,13 @@ class PerExampleResult:
 
     def group(self, name: str, state: str = "noiseless") -> GroupEvidence | None:
         return self.groups.get((name, state))
+
+    def require(self, name: str, state: str = "noiseless") -> GroupEvidence:
+        """The group, which must exist (every configured method and the controls always have a noiseless group)."""
+        g = self.group(name, state)
+        if g is None:
+            raise KeyError(f"no per-example group {name!r} ({state})")
+        return g
 
     def summary(self, certified_epsilon: float | None = None) -> dict:
         return {
@@ -132,20 +141,21 @@ def _finite_rows(w: torch.Tensor) -> bool:
     return bool(torch.isfinite(w).all())
 
 
-def per_pair_outcomes(ctx: AuditContext, pairs: PairedModels, method: Callable[[AuditContext], object]
+def per_pair_outcomes(ctx: AuditContext, pairs: PairedModels, method: Callable[[AuditContext], MethodOutcome]
                       ) -> torch.Tensor:
     """Run a built-in method that works on one trained model (an ``AuditContext``) once per pair: each call sees
     the pair's original, retrain, schedule and seed."""
     rows = []
+    originals = pairs.original_weights()
     for i, seed in enumerate(pairs.seeds):
         cfg_i = ctx.cfg.model_copy(update={"seed": int(seed)})
-        ctx_i = dataclasses.replace(ctx, cfg=cfg_i, schedule=pairs.schedules[i], w_original=pairs.original[i],
+        ctx_i = dataclasses.replace(ctx, cfg=cfg_i, schedule=pairs.schedules[i], w_original=originals[i],
                                     w_retrain=pairs.retrain[i], extra={})
         rows.append(method(ctx_i).weights.to(pairs.retrain.dtype))
     return torch.stack(rows)
 
 
-def collect(ctx: AuditContext, methods: dict[str, Callable[[AuditContext], object]], sigmas: dict[str, float],
+def collect(ctx: AuditContext, methods: dict[str, Callable[[AuditContext], MethodOutcome]], sigmas: dict[str, float],
             *, n_pairs: int, margin: float, alpha: float, delta: float, n_bootstrap: int = 2000,
             progress: Callable[[str, int, int], None] | None = None) -> PerExampleResult:
     """Train the groups, compute every group's per-example evidence and its comparison with the null.
@@ -180,7 +190,7 @@ def collect(ctx: AuditContext, methods: dict[str, Callable[[AuditContext], objec
         if name == "hfocu":
             unlearned[name] = pairs.hfocu
         elif name == DO_NOTHING:
-            unlearned[name] = pairs.original
+            unlearned[name] = pairs.original_weights()
         elif name == "retrain":
             extra = train_paired(*args, base + 2 * n_pairs + np.arange(n_pairs), init, normalisation=norm,
                                  originals=False, dtype=dtype)
@@ -205,7 +215,7 @@ def collect(ctx: AuditContext, methods: dict[str, Callable[[AuditContext], objec
     groups[(NULL, "noiseless")] = GroupEvidence(
         NULL, "noiseless", 0.0, _accuracy(ctx, pairs.retrain),
         {k: per_example_evidence(null_sig[k], ref_sig[k], delta=delta, alpha=alpha) for k in SIGNALS})
-    add(CONTROL, "noiseless", 0.0, pairs.original, ref_sig, null_sig)
+    add(CONTROL, "noiseless", 0.0, pairs.original_weights(), ref_sig, null_sig)
     for name, w in unlearned.items():
         add(name, "noiseless", 0.0, w, ref_sig, null_sig)
     for name, sigma in sigmas.items():

@@ -262,7 +262,8 @@ def run_retrain(ctx: AuditContext) -> MethodOutcome:
 
 
 METHODS: dict[str, Callable[[AuditContext], MethodOutcome]] = {
-    "hfocu": run_hfocu, "identity": run_identity, "retrain": run_retrain, "cns": run_cns, "ns": run_ns, "ij": run_ij, "finetune": run_finetune,
+    "hfocu": run_hfocu, "identity": run_identity, "retrain": run_retrain, "cns": run_cns, "ns": run_ns, "ij": run_ij,
+    "finetune": run_finetune,
     "neggrad": run_neggrad, "dpsgd": run_dpsgd}
 
 

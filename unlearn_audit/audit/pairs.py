@@ -52,6 +52,12 @@ class PairedModels:
     def n(self) -> int:
         return len(self.seeds)
 
+    def original_weights(self) -> torch.Tensor:
+        """w_T of every model, (N, d); these models must have been trained with originals."""
+        if self.original is None:
+            raise ValueError("these models were trained without originals (reference retrains)")
+        return self.original
+
     @property
     def hfocu(self) -> torch.Tensor:
         """HF-OCU's noiseless unlearned weights w_T + Σ_{u∈U} a_u, (N, d)."""

@@ -18,8 +18,8 @@ from unlearn_audit.audit.attack_suite import ATTACKS
 from unlearn_audit.audit.context import AuditContext
 from unlearn_audit.audit.environment import environment
 from unlearn_audit.audit.methods import METHODS, outcome_summary
-from unlearn_audit.audit.tradeoff import privacy_utility_sweep
 from unlearn_audit.audit.targets import Target
+from unlearn_audit.audit.tradeoff import privacy_utility_sweep
 from unlearn_audit.audit.verdict import ReleaseEvidence, decide
 from unlearn_audit.certify import release
 from unlearn_audit.certify.capacity import release_sigma_budget, unlearner_capacity
@@ -230,17 +230,17 @@ def run_audit(cfg: AuditConfig, progress: Progress | None = None) -> tuple[dict,
     if p_out.certified and primary == "hfocu":
         capacity = deletion_capacity_summary(ctx, seed=cfg.seed + 5, progress=say)
 
-    method_group = per_example.group(primary)
-    control_group = per_example.group(evidence.CONTROL)
+    method_group = per_example.require(primary)
+    control_group = per_example.require(evidence.CONTROL)
     release_evidence = None
     if p_out.certified:
-        rel = per_example.group(primary, "released")
+        released_group = per_example.group(primary, "released")
         release_evidence = ReleaseEvidence(
             certified_epsilon=pc.epsilon, sigma=p_out.sigma,
-            epsilon_lower_bound=({k: float(ev.epsilon_lower_bound_family.max()) for k, ev in rel.evidence.items()}
-                                 if rel is not None else None),
+            epsilon_lower_bound=({k: float(ev.epsilon_lower_bound_family.max())
+                                  for k, ev in released_group.evidence.items()} if released_group else None),
             accuracy_noiseless=float(np.mean(method_group.accuracy_test)),
-            accuracy_released=float(np.mean(rel.accuracy_test)) if rel is not None else None,
+            accuracy_released=float(np.mean(released_group.accuracy_test)) if released_group else None,
             chance_accuracy=per_example.chance_accuracy,
             weight_space_violated=bool(emp_eps.get("violated")), weight_space_message=emp_eps.get("message", ""),
             not_certifiable=(p_out.certificate or {}).get("not_certifiable"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -53,9 +54,11 @@ def execute_audit(cfg: AuditConfig, out_dir: Path, *, force: bool = False, pdf: 
         art.mkdir()
         for name, w in artefacts.weights.items():
             np.save(art / f"weights_{name}.npy", w, allow_pickle=False)
-        np.savez(art / "scores.npz", **{f"{k}/members": m for k, (m, _) in scores.items()},
-                 **{f"{k}/nonmembers": n for k, (_, n) in scores.items()})
-        np.savez(art / "per_example.npz", **artefacts.per_example)
+        score_arrays: dict[str, Any] = {f"{k}/members": m for k, (m, _) in scores.items()}
+        score_arrays.update({f"{k}/nonmembers": n for k, (_, n) in scores.items()})
+        np.savez(art / "scores.npz", allow_pickle=False, **score_arrays)
+        per_record: dict[str, Any] = dict(artefacts.per_example)
+        np.savez(art / "per_example.npz", allow_pickle=False, **per_record)
         (art / "forget_ids.txt").write_text("\n".join(artefacts.forget_ids) + "\n", encoding="utf-8")
         if artefacts.context is not None:       # the key of the record pseudonyms in results.json (never shown)
             write_key(tmp, artefacts.context.record_id_key)

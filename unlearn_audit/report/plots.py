@@ -130,8 +130,8 @@ def epsilon_histogram(groups: dict[str, np.ndarray], colours: Colours, cap: floa
     fig, ax = plt.subplots(figsize=(6.2, 2.3))
     values = [np.asarray(v, float) for v in groups.values()]
     hi = max([float(v.max()) for v in values if v.size] + [0.1])
-    bins = np.linspace(0.0, hi * 1.02 + 1e-9, 21)
-    for (name, v) in groups.items():
+    bins = np.linspace(0.0, hi * 1.02 + 1e-9, 21).tolist()
+    for name, v in groups.items():
         ax.hist(np.asarray(v, float), bins=bins, histtype="step", lw=1.6, color=colours(name),
                 label=f"{name} ({np.mean(np.asarray(v) > 0):.0%} of records > 0)")
     if cap is not None:
