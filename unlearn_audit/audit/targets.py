@@ -1,14 +1,13 @@
-"""Typed objects of the audit core: what is attacked (:class:`Target`) and what an attack returned (:class:`AttackRun`).
+"""Typed objects of the audit core: what is attacked (:class:`Target`).
 
 Label convention of every score: 1 = forget-set record (trained on, then deleted), 0 = record never trained on.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
-import numpy as np
 import torch
 
 State = Literal["noiseless", "released"]
@@ -35,22 +34,3 @@ class Target:
     def label(self) -> str:
         noise = f" σ={self.sigma:.4g}" if self.state == "released" else ""
         return f"{self.method} ({self.state}{noise}{', ' + self.role if self.role else ''})"
-
-
-@dataclass
-class AttackRun:
-    """One attack on one target: the JSON-ready ``summary`` (AUC, TPR at low FPR, sample sizes, shadows) and, unless
-    the attack refused, the raw ``member_scores`` / ``nonmember_scores`` on the same records in the same order for
-    every target (so paired tests across targets are valid)."""
-
-    attack: str
-    target: Target
-    summary: dict[str, Any]
-    member_scores: np.ndarray | None = None
-    nonmember_scores: np.ndarray | None = None
-    refused: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def scored(self) -> bool:
-        return self.member_scores is not None
