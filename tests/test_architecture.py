@@ -18,6 +18,7 @@ ALLOWED: dict[str, set[str]] = {
     "common": set(),
     "outputs": set(),                                     # output folders written all at once (audit, precompute)
     "pseudonyms": set(),                                  # keyed record-id hashes; the key stays in the run folder
+    "schema": set(),                                      # results.json's pydantic models: audit writes, report reads
     "data": {"common"},
     "config": {"data", "common"},                         # dataset names are validated against the registry
     "models": {"common"},
@@ -29,9 +30,9 @@ ALLOWED: dict[str, set[str]] = {
     "inputs": {"config", "data", "models", "training"},
     "deletion": {"certify", "hfocu", "inputs", "config", "data", "models", "training", "common", "outputs",
                  "pseudonyms"},
-    "report": {"stats", "config", "common"},
+    "report": {"stats", "config", "common", "schema"},
     "audit": {"deletion", "hfocu", "certify", "baselines", "stats", "report", "inputs", "config", "data", "models",
-              "training", "common", "outputs", "pseudonyms", "__init__"},
+              "training", "common", "outputs", "pseudonyms", "schema", "__init__"},
     "cli": {"audit", "deletion", "hfocu", "certify", "report", "config", "data", "models"},
     "__init__": set(),
 }

@@ -27,9 +27,9 @@ from unlearn_audit.config import AuditConfig
 from unlearn_audit.hfocu import HFOCUUnlearner
 from unlearn_audit.inputs import build_inputs, tensors
 from unlearn_audit.models.functional import weights_hash
+from unlearn_audit.schema import SCHEMA_VERSION
 from unlearn_audit.training import retrain_without
 
-SCHEMA_VERSION = "2.0"
 PRIMARY_METHOD = "hfocu"
 
 Progress = Callable[[str, int, int], None]

@@ -21,6 +21,7 @@ from unlearn_audit.deletion import save_trained_run
 from unlearn_audit.outputs import OutputDirError, OutputFolder, check_output_path
 from unlearn_audit.pseudonyms import KEY_FILE, write_key
 from unlearn_audit.report import write_report
+from unlearn_audit.schema import AuditResults
 
 __all__ = ["OutputDirError", "RUN_FILES", "check_out_dir", "default_run_dir", "execute_audit"]
 
@@ -47,7 +48,8 @@ def execute_audit(cfg: AuditConfig, out_dir: Path, *, force: bool = False, pdf: 
         results, artefacts = run_audit(cfg, progress)
         tmp = folder.path
         scores = artefacts.scores
-        results = to_jsonable(results)
+        # the schema object: an unknown or private top-level key, or a malformed verdict, stops here
+        results = AuditResults.model_validate(to_jsonable(results)).model_dump(mode="json", exclude_unset=True)
         (tmp / "config.toml").write_text(cfg.to_toml(), encoding="utf-8")
         (tmp / "results.json").write_text(json.dumps(results, indent=2), encoding="utf-8")
         art = tmp / "artefacts"

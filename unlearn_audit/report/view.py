@@ -11,6 +11,10 @@ import math
 from collections import OrderedDict
 from typing import TypeGuard
 
+from pydantic import ValidationError
+
+from unlearn_audit.schema import Answer, PerExampleSection
+
 DASH = "—"
 _SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 
@@ -143,39 +147,41 @@ def build_view(r: dict) -> dict:
 
 
 def _answers(v: dict) -> list[dict]:
-    """The verdict's two questions (forgetting, release), each with its status and reasons."""
+    """The verdict's two questions (forgetting, release), each with its status and reasons (read through the
+    results schema; a malformed answer is left out)."""
     out = []
     for key in ("forgetting", "release"):
-        a = v.get(key)
-        if isinstance(a, dict):
-            out.append({"question": str(a.get("question", key)), "status": str(a.get("status", DASH)),
-                        "reasons": [str(x) for x in a.get("reasons") or []]})
+        try:
+            a = Answer.model_validate(v.get(key))
+        except ValidationError:
+            continue
+        out.append({"question": a.question, "status": a.status, "reasons": a.reasons})
     return out
 
 
 def _per_example(r: dict) -> dict | None:
     """Rows of the per-example table: each group (method, do-nothing control, retrain-vs-retrain null) against the
-    reference retrains, on the decision signal (logit-scaled confidence)."""
-    pe = r.get("per_example")
-    if not isinstance(pe, dict):
+    reference retrains, on the decision signal (logit-scaled confidence); read through the results schema."""
+    try:
+        pe = PerExampleSection.model_validate(r.get("per_example"))
+    except ValidationError:
         return None
     rows = []
-    for g in pe.get("groups") or []:
-        s = (g.get("signals") or {}).get("confidence") or {}
+    for g in pe.groups:
+        s = g.signals.get("confidence") or {}
         eps = s.get("epsilon_lower_bound") or {}
         vs = s.get("vs_null") or {}
-        rows.append({"name": str(g.get("name")), "state": str(g.get("state")),
-                     "sigma": num(g.get("sigma"), 3) if g.get("state") == "released" else DASH,
-                     "accuracy": num(g.get("accuracy_test_mean"), 3), "advantage": num(s.get("advantage"), 3),
+        rows.append({"name": g.name, "state": g.state,
+                     "sigma": num(g.sigma, 3) if g.state == "released" else DASH,
+                     "accuracy": num(g.accuracy_test_mean, 3), "advantage": num(s.get("advantage"), 3),
                      "eps_median": num(eps.get("median"), 3), "eps_max": num(eps.get("max"), 3),
                      "flagged": num(s.get("flagged_fraction"), 3), "ulira": num(s.get("ulira_pooled_auc"), 3),
                      "forgetting_score": num(s.get("forgetting_score"), 3),
                      "above_certified": num(s.get("fraction_above_certified_epsilon"), 3),
                      "vs_null": (f"{vs.get('decision')}: {num(vs.get('difference'), 3)} "
                                  f"[{num(vs.get('ci_low'), 3)}, {num(vs.get('ci_high'), 3)}]") if vs else "null"})
-    return {"rows": rows, "n_pairs": pe.get("n_pairs", DASH), "n_records": pe.get("n_records", DASH),
-            "margin": num(pe.get("margin")), "protocol": str(pe.get("protocol") or ""),
-            "notes": [str(n) for n in pe.get("notes") or []]}
+    return {"rows": rows, "n_pairs": pe.n_pairs, "n_records": pe.n_records, "margin": num(pe.margin),
+            "protocol": pe.protocol, "notes": pe.notes}
 
 
 def _header(r: dict) -> dict:
