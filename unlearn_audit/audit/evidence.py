@@ -26,6 +26,7 @@ from attacks import signals
 from unlearn_audit.audit.context import AuditContext
 from unlearn_audit.audit.methods import MethodOutcome
 from unlearn_audit.audit.pairs import PairedModels, train_paired
+from unlearn_audit.certify import release
 from unlearn_audit.models import build_model
 from unlearn_audit.stats.per_example import NullComparison, PerExampleEvidence, compare_to_null, per_example_evidence
 
@@ -129,12 +130,9 @@ def _accuracy(ctx: AuditContext, weights: torch.Tensor) -> np.ndarray:
 
 
 def _release(weights: torch.Tensor, sigma: float, seeds: np.ndarray, stream: int) -> torch.Tensor:
-    """weights[i] + N(0, σ² I), an independent draw per model (seeded by the model's seed and the stream)."""
-    out = weights.clone()
-    for i, s in enumerate(seeds):
-        g = torch.Generator().manual_seed(int(s) * 7919 + stream)
-        out[i] += sigma * torch.randn(weights.shape[1], generator=g, dtype=weights.dtype)
-    return out
+    """weights[i] + N(0, σ² I) by the product's one release mechanism, an independent draw per model (seeded by
+    the model's seed and the stream)."""
+    return torch.stack([release(w, sigma, int(s) * 7919 + stream) for w, s in zip(weights, seeds)])
 
 
 def _finite_rows(w: torch.Tensor) -> bool:

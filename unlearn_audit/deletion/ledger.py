@@ -468,12 +468,7 @@ class Ledger:
             noise_seed = int(noise_seed)
         cert_json = _certificate_json(certificate)
         with self._write() as c:
-            row = c.execute(f"SELECT {_COLUMNS} FROM requests WHERE request_id=?", (request_id,)).fetchone()
-            if row is None:
-                raise LedgerError(f"unknown request {request_id!r}: begin it first")
-            pending = self._entry(row)
-            if pending.applied:
-                raise LedgerError(f"request {request_id!r} is already applied")
+            pending = self._pending_entry(c, request_id, unknown=": begin it first", applied="is already applied")
             n, prev = self._head(c)
             applied = dataclasses.replace(
                 pending, status="applied", applied_at=_now(), applied_seq=n + 1, model_hash_after=model_hash_after,
@@ -487,6 +482,16 @@ class Ledger:
             )
             row = c.execute(f"SELECT {_COLUMNS} FROM requests WHERE request_id=?", (request_id,)).fetchone()
         return self._entry(row)
+
+    def _pending_entry(self, c, request_id: str, *, unknown: str, applied: str) -> LedgerEntry:
+        """The pending request ``request_id`` (LedgerError, naming it, when it is unknown or already applied)."""
+        row = c.execute(f"SELECT {_COLUMNS} FROM requests WHERE request_id=?", (request_id,)).fetchone()
+        if row is None:
+            raise LedgerError(f"unknown request {request_id!r}{unknown}")
+        entry = self._entry(row)
+        if entry.applied:
+            raise LedgerError(f"request {request_id!r} {applied}")
+        return entry
 
     def _head(self, c) -> tuple[int, str]:
         row = c.execute("SELECT applied_seq, chain FROM requests WHERE status='applied' "
@@ -516,12 +521,7 @@ class Ledger:
         """
         request_id = _check_text(request_id, "request_id")
         with self._write() as c:
-            row = c.execute(f"SELECT {_COLUMNS} FROM requests WHERE request_id=?", (request_id,)).fetchone()
-            if row is None:
-                raise LedgerError(f"unknown request {request_id!r}")
-            entry = self._entry(row)
-            if entry.applied:
-                raise LedgerError(f"request {request_id!r} is applied and cannot be rolled back")
+            entry = self._pending_entry(c, request_id, unknown="", applied="is applied and cannot be rolled back")
             c.execute("DELETE FROM requests WHERE seq=?", (entry.seq,))
         return entry
 
