@@ -227,6 +227,25 @@ def _npz_bytes(**arrays) -> bytes:
     return buf.getvalue()
 
 
+def _parquet_bytes(**columns) -> bytes:
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(pa.table(columns), buf)
+    return buf.getvalue()
+
+
+def _image_folder(root: Path, sizes: dict[str, tuple[int, int]]) -> None:
+    from PIL import Image
+
+    for rel, size in sizes.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("L", size).save(root / rel)
+
+
 SMALL = 'seed = 1\n[training]\nepochs = 2\n'
 CSV_CFG = '[data]\ndataset = "csv"\npath = "d.csv"\n'
 NPZ_CFG = '[data]\ndataset = "npz"\npath = "d.npz"\n'
@@ -283,6 +302,17 @@ CASES = [
     Case("npz-missing-y", audit(), "missing array", {**toml(NPZ_CFG), "d.npz": _npz_bytes(x=np.zeros((4, 2)))}),
     Case("npz-inf", audit(), "non-finite", {**toml(NPZ_CFG), "d.npz": _npz_bytes(
         x=np.array([[1.0, np.inf], [0, 1]]), y=np.array([0, 1]))}),
+    Case("parquet-garbage", audit(), "not a readable Parquet file",
+         {**toml('[data]\ndataset = "parquet"\npath = "d.parquet"\n'), "d.parquet": b"PAR1" + os.urandom(64)}),
+    Case("parquet-string-feature", audit(), "feature column 'a' has type string",
+         {**toml('[data]\ndataset = "parquet"\npath = "d.parquet"\n'), "d.parquet": _parquet_bytes(
+             id=["r1", "r2"], a=["x", "y"], label=[0, 1])}),
+    Case("image-folder-mixed-sizes", audit(), "all images must have the same size",
+         toml('[data]\ndataset = "image_folder"\ndata_dir = "imgs"\n'), setup=lambda wd, ids: _image_folder(
+             wd / "imgs", {"a/1.png": (4, 4), "a/2.png": (4, 4), "b/1.png": (5, 4)})),
+    Case("image-folder-not-an-image", audit(), "not a readable image",
+         {**toml('[data]\ndataset = "image_folder"\ndata_dir = "imgs"\n'), "imgs/a/x.png": b"not a png",
+          "imgs/b/y.png": b"nor this"}),
     Case("forget-file-unknown-id", audit(), "not in the training set",
          {**toml('[unlearning]\nforget_file = "f.txt"\n'), "f.txt": "digits:0\nno-such-record\n"}),
     # -- --out ----------------------------------------------------------------------------------------------------

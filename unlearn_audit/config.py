@@ -39,15 +39,20 @@ class DataConfig(_Section):
     """Which records, and how they are split into train / test / population (seeded by `seed`)."""
 
     dataset: str = "digits"
-    """Data set: digits, breast_cancer, wine, mnist5000, fashion_mnist, mnist_idx, cifar10_local, npz or csv
-    (all read offline; `unlearn_audit.data.available_datasets()` describes each)."""
+    """Data set: digits, breast_cancer, wine, mnist5000, fashion_mnist, mnist_idx, cifar10_local, npz, csv,
+    parquet or image_folder (all read offline; `unlearn_audit.data.available_datasets()` describes each)."""
     data_dir: str | None = None
-    """Folder of data files: required for mnist_idx and cifar10_local, optional for fashion_mnist (default: the
+    """Folder of data files: required for mnist_idx, cifar10_local and image_folder (one sub-folder of images per
+    class; a record's id is its path in the folder, e.g. "cat/0001.png"), optional for fashion_mnist (default: the
     Debian package's folder); refused for the other data sets."""
     path: str | None = None
-    """Your data file: required for npz (arrays x, y, optional ids) and csv; refused for the other data sets."""
+    """Your data file: required for npz (arrays x, y, optional ids), csv and parquet; refused for the other data
+    sets."""
     label_column: str | None = None
-    """Name of the label column of a csv file (unset = 'label'); csv only."""
+    """Name of the label column of a csv or parquet file (unset = 'label'); csv and parquet only."""
+    id_column: str | None = None
+    """Name of the record-id column of a csv or parquet file (unset = the column 'id' if there is one, else ids
+    are derived as "<file stem>:<row>"); csv and parquet only. Deletion requests name these ids."""
     train_fraction: float = Field(0.3, gt=0, lt=1)
     """Fraction of the records the target model is trained on (the forget set is drawn from them)."""
     test_fraction: float = Field(0.2, gt=0, lt=1)
@@ -82,10 +87,13 @@ class DataConfig(_Section):
 
     @model_validator(mode="after")
     def _dataset_options(self):
-        needs = {"npz": "path", "csv": "path", "mnist_idx": "data_dir", "cifar10_local": "data_dir"}
-        takes = {"npz": {"path"}, "csv": {"path", "label_column"}, "mnist_idx": {"data_dir"},
-                 "cifar10_local": {"data_dir"}, "fashion_mnist": {"data_dir"}}.get(self.dataset, set())
-        for key in ("data_dir", "path", "label_column"):
+        needs = {"npz": "path", "csv": "path", "parquet": "path", "mnist_idx": "data_dir", "cifar10_local": "data_dir",
+                 "image_folder": "data_dir"}
+        takes = {"npz": {"path"}, "csv": {"path", "label_column", "id_column"},
+                 "parquet": {"path", "label_column", "id_column"}, "mnist_idx": {"data_dir"},
+                 "cifar10_local": {"data_dir"}, "fashion_mnist": {"data_dir"},
+                 "image_folder": {"data_dir"}}.get(self.dataset, set())
+        for key in ("data_dir", "path", "label_column", "id_column"):
             if getattr(self, key) is not None and key not in takes:
                 raise ValueError(f"{key}: dataset '{self.dataset}' does not take {key}")
         need = needs.get(self.dataset)
@@ -523,9 +531,10 @@ def config_reference_markdown() -> str:
         lines += [f"## `[{name}]`", "", doc, "", *table(f"{name}.", cls.model_fields.items()), ""]
     lines += ["## Cross-key rules", "",
               "- `data.train_fraction + data.test_fraction + data.population_fraction` ≤ 1.",
-              "- `data.path` is required for `npz` and `csv` and refused otherwise; `data.data_dir` is required for "
-              "`mnist_idx` and `cifar10_local`, optional for `fashion_mnist`, refused otherwise; "
-              "`data.label_column` is for `csv` only. Named files and folders must exist.",
+              "- `data.path` is required for `npz`, `csv` and `parquet` and refused otherwise; `data.data_dir` is "
+              "required for `mnist_idx`, `cifar10_local` and `image_folder`, optional for `fashion_mnist`, refused "
+              "otherwise; `data.label_column` and `data.id_column` are for `csv` and `parquet` only. Named files and "
+              "folders must exist.",
               "- `training.clip_norm` is required when `training.clip` is not `\"none\"`, and refused when it is.",
               "- `privacy.mechanism = \"classic\"` needs `privacy.epsilon` < 1.",
               "- `unlearning.methods` and `audit.attacks` list each name at most once, and at least one.",

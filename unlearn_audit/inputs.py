@@ -56,7 +56,8 @@ def build_inputs(cfg: AuditConfig) -> RunInputs:
     """Load and split the data (``data`` section, ``seed``), the SGD settings (``training``) and the model
     (``model``, initialised from ``seed``)."""
     dc = cfg.data
-    ds = load_dataset(dc.dataset, data_dir=dc.data_dir, path=dc.path, label_column=dc.label_column)
+    ds = load_dataset(dc.dataset, data_dir=dc.data_dir, path=dc.path, label_column=dc.label_column,
+                      id_column=dc.id_column)
     splits = prepare(split_dataset(ds, train_fraction=dc.train_fraction, test_fraction=dc.test_fraction,
                                    population_fraction=dc.population_fraction, seed=cfg.seed,
                                    max_train=dc.max_train), standardize=dc.standardize, unit_norm=dc.unit_norm)

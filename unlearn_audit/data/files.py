@@ -1,15 +1,18 @@
-"""User data: ``.npz`` (arrays x, y, optional ids and class_names) or CSV with a header row and a label column.
+"""User data: ``.npz`` (arrays x, y, optional ids and class_names), CSV or Parquet with a label column, or a folder
+of images with one sub-folder per class.
 
 Labels: integers >= 0 are kept as they are (class k is named "k"); any other labels (strings, negative or
 fractional numbers) are mapped to 0..k-1 in the sorted order of their text, which become the class names.
-Ids: given in the file (npz array ``ids``, CSV column ``id``), else ``f"{name}:{row}"`` where ``name`` is the file's
-stem and ``row`` the 0-based record position in the file.
+Ids: given in the file (npz array ``ids``, CSV/Parquet column ``id`` or the named id column), else
+``f"{name}:{row}"`` where ``name`` is the file's stem and ``row`` the 0-based record position in the file. An image's
+id is its path inside the folder (``"cat/0001.png"``): stable when images are added, removed or reordered.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -111,10 +114,11 @@ def load_npz(path, *, flatten: bool | None = None, name: str | None = None) -> D
     return Dataset(x=x, y=labels, ids=ids, name=name, class_names=class_names, source=str(path))
 
 
-def load_csv(path, *, label_column: str | None = None, name: str | None = None) -> Dataset:
-    """CSV with a header row: the label column (default ``"label"``), an optional ``id`` column, and numeric
-    feature columns. An empty or non-numeric feature cell is a DataError naming the record and column; ``nan`` or
-    ``inf`` parse, then fail the dataset's finiteness check naming the record."""
+def load_csv(path, *, label_column: str | None = None, id_column: str | None = None,
+             name: str | None = None) -> Dataset:
+    """CSV with a header row: the label column (default ``"label"``), an optional id column (``id_column``, which
+    must then exist; default: the column ``id`` when there is one), and numeric feature columns. An empty or
+    non-numeric feature cell is a DataError naming the record and column; ``nan`` or ``inf`` parse, then fail the dataset's finiteness check naming the record."""
     if path is None:
         raise DataError("dataset 'csv' needs path= (a CSV file with a header row and a label column)")
     path = Path(path)
@@ -138,7 +142,7 @@ def load_csv(path, *, label_column: str | None = None, name: str | None = None) 
         if len(set(header)) != len(header):
             raise DataError(f"{path}: duplicate column names in header")
         li = header.index(label_column)
-        ii = header.index("id") if "id" in header and label_column != "id" else None
+        ii = _id_column(header, label_column, id_column, path)
         fcols = [j for j in range(len(header)) if j != li and j != ii]
         if not fcols:
             raise DataError(f"{path}: no feature columns besides '{label_column}'")
@@ -177,3 +181,160 @@ def load_csv(path, *, label_column: str | None = None, name: str | None = None) 
         x32 = x.astype(np.float32)  # values beyond float32 range become inf and are reported below
     return Dataset(x=x32, y=y, ids=None if ids is None else np.asarray(ids, dtype=str), name=name,
                    class_names=class_names, feature_names=[header[j] for j in fcols], source=str(path))
+
+
+def _id_column(header: list[str], label_column: str, id_column: str | None, path: Path) -> int | None:
+    """Position of the id column: ``id_column`` when named (it must exist and differ from the label column), else
+    the column ``id`` when there is one."""
+    if id_column is not None:
+        if id_column == label_column:
+            raise DataError(f"{path}: the id column and the label column are the same ('{_one_line(id_column)}')")
+        if id_column not in header:
+            raise DataError(f"{path}: no id column '{_one_line(id_column)}' in header "
+                            f"({_one_line(', '.join(header), 200)})")
+        return header.index(id_column)
+    return header.index("id") if "id" in header and label_column != "id" else None
+
+
+# ----------------------------------------------------------------------------- Parquet
+def load_parquet(path, *, label_column: str | None = None, id_column: str | None = None,
+                 name: str | None = None) -> Dataset:
+    """Parquet file (read with pyarrow): the label column (default ``"label"``), an optional id column (as for CSV)
+    and numeric feature columns (integers, floats or booleans). A column of another type, or a missing value, is a
+    DataError naming the column (and the record); NaN or inf fail the dataset's finiteness check naming the record."""
+    if path is None:
+        raise DataError("dataset 'parquet' needs path= (a Parquet file with a label column)")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    name = name or path.stem
+    label_column = label_column or "label"
+    try:
+        table = pq.read_table(path)
+    except FileNotFoundError:
+        raise DataError(f"Parquet file {path} does not exist") from None
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{path}: not a readable Parquet file ({_one_line(exc, 200)})") from None
+    header = [str(c) for c in table.column_names]
+    if len(set(header)) != len(header):
+        raise DataError(f"{path}: duplicate column names")
+    if label_column not in header:
+        raise DataError(f"{path}: no label column '{_one_line(label_column)}' (columns: "
+                        f"{_one_line(', '.join(header), 200)})")
+    ii = _id_column(header, label_column, id_column, path)
+    li = header.index(label_column)
+    fcols = [j for j in range(len(header)) if j not in (li, ii)]
+    if not fcols:
+        raise DataError(f"{path}: no feature columns besides '{label_column}'")
+    if table.num_rows == 0:
+        raise DataError(f"{path}: no data rows")
+    ids = None
+    if ii is not None:
+        id_col = table.column(ii)
+        if id_col.null_count:
+            row = id_col.to_pylist().index(None)
+            raise DataError(f"{path}: the id column '{header[ii]}' is empty at row {row}")
+        ids = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in id_col.to_pylist()]
+    columns = []
+    for j in fcols:
+        col, kind = table.column(j), table.schema.field(j).type
+        if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)):
+            raise DataError(f"{path}: feature column '{_one_line(header[j])}' has type {kind}; features must be "
+                            "numbers (integer, float or boolean columns)")
+        if col.null_count:
+            row = col.to_pylist().index(None)
+            rid = ids[row] if ids is not None else f"{name}:{row}"
+            raise DataError(f"dataset '{name}': record '{_one_line(rid)}' has an empty value in column "
+                            f"'{_one_line(header[j])}' ({path})")
+        columns.append(col.to_numpy(zero_copy_only=False).astype(np.float64))
+    label_col = table.column(li)
+    labels = label_col.to_pylist()
+    if label_col.null_count:
+        row = labels.index(None)
+        rid = ids[row] if ids is not None else f"{name}:{row}"
+        raise DataError(f"dataset '{name}': record '{_one_line(rid)}' has an empty label")
+    y, class_names = _encode_labels(labels, name, ids)
+    x = np.stack(columns, axis=1)
+    with np.errstate(over="ignore"):
+        x32 = x.astype(np.float32)  # values beyond float32 range become inf and are reported by Dataset
+    return Dataset(x=x32, y=y, ids=None if ids is None else np.asarray(ids, dtype=str), name=name,
+                   class_names=class_names, feature_names=[header[j] for j in fcols], source=str(path))
+
+
+# ----------------------------------------------------------------------------- image folder
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm",
+                            ".pbm"})
+_GRAY_MODES = frozenset({"1", "L", "LA"})
+MAX_IMAGE_PIXELS = 4096 * 4096                  # per image; a larger one is refused (decompression bombs)
+
+
+def load_image_folder(data_dir, *, flatten: bool | None = None, name: str | None = None) -> Dataset:
+    """A folder with one sub-folder per class, each holding image files (read with Pillow).
+
+    Class names are the sub-folder names in sorted order (labels 0..k-1); a record's id is its path inside the
+    folder (``"cat/0001.png"``). Every image must have the same width and height. Grayscale images (modes 1, L,
+    LA) give one channel; if any image has colour, all are read as RGB (three channels). Pixels are scaled to
+    [0, 1]. Shape (n, C, H, W), or flattened (n, C·H·W) (the default, as for the other image sets). Hidden files
+    (names starting with ".") are skipped; any other file that is not an image of a known suffix, a file outside a
+    class sub-folder, a nested folder, or an image Pillow cannot read is a DataError naming the file."""
+    from PIL import Image, UnidentifiedImageError
+
+    if data_dir is None:
+        raise DataError("dataset 'image_folder' needs data_dir= (a folder with one sub-folder of images per class)")
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise DataError(f"image folder {root} does not exist or is not a folder")
+    name = name or root.name or "images"
+    classes, files = [], []
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if not entry.is_dir():
+            raise DataError(f"{entry}: a file outside the class sub-folders (each class is a sub-folder)")
+        classes.append(entry.name)
+        for f in sorted(entry.iterdir()):
+            if f.name.startswith("."):
+                continue
+            if f.is_dir():
+                raise DataError(f"{f}: a folder inside class folder '{_one_line(entry.name)}' (images only)")
+            if f.suffix.lower() not in IMAGE_SUFFIXES:
+                raise DataError(f"{f}: not an image file (known suffixes: {', '.join(sorted(IMAGE_SUFFIXES))})")
+            files.append((len(classes) - 1, f))
+    if not classes:
+        raise DataError(f"{root}: no class sub-folders")
+    if not files:
+        raise DataError(f"{root}: no images in the class sub-folders")
+    images, modes = [], set()
+    size: tuple[int, int] | None = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        for _, f in files:
+            try:
+                with Image.open(f) as im:
+                    if im.width * im.height > MAX_IMAGE_PIXELS:
+                        raise DataError(f"{f}: image of {im.width}x{im.height} pixels exceeds the limit of "
+                                        f"{MAX_IMAGE_PIXELS} pixels")
+                    im.load()
+                    img = im.copy()
+            except DataError:
+                raise
+            except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombWarning,
+                    Image.DecompressionBombError) as exc:
+                raise DataError(f"{f}: not a readable image ({_one_line(exc, 120)})") from None
+            if size is None:
+                size = img.size
+            elif img.size != size:
+                raise DataError(f"{f}: image is {img.size[0]}x{img.size[1]}, the first image is {size[0]}x{size[1]} "
+                                "(all images must have the same size)")
+            modes.add(img.mode)
+            images.append(img)
+    gray = modes <= _GRAY_MODES
+    arrays = [np.asarray(img.convert("L" if gray else "RGB"), dtype=np.float32) / 255.0 for img in images]
+    x = np.stack(arrays)                                      # (n, H, W) or (n, H, W, 3)
+    x = x[:, None] if gray else x.transpose(0, 3, 1, 2)      # (n, C, H, W)
+    if flatten is None or flatten:
+        x = x.reshape(x.shape[0], -1)
+    ids = np.asarray([f"{f.parent.name}/{f.name}" for _, f in files], dtype=str)
+    y = np.asarray([c for c, _ in files], dtype=np.int64)
+    return Dataset(x=x, y=y, ids=ids, name=name, class_names=classes, source=str(root))

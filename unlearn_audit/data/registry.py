@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from .cifar import load_cifar10_local
 from .dataset import DataError, Dataset
-from .files import load_csv, load_npz
+from .files import load_csv, load_image_folder, load_npz, load_parquet
 from .sources import load_breast_cancer, load_digits, load_fashion_mnist, load_idx_folder, load_mnist5000, load_wine
 
 
@@ -15,7 +15,7 @@ from .sources import load_breast_cancer, load_digits, load_fashion_mnist, load_i
 class _Entry:
     description: str
     loader: Callable[..., Dataset]
-    takes: frozenset[str]  # which of data_dir / path / label_column / flatten the loader accepts
+    takes: frozenset[str]  # which of data_dir / path / label_column / id_column / flatten the loader accepts
 
 
 def _flat(flatten):
@@ -51,8 +51,16 @@ _REGISTRY: dict[str, _Entry] = {
         lambda **kw: load_npz(kw.get("path"), flatten=kw.get("flatten")), frozenset({"path", "flatten"})),
     "csv": _Entry(
         "your CSV file (path) with a header row, a label column (default 'label') and optional 'id' column",
-        lambda **kw: load_csv(kw.get("path"), label_column=kw.get("label_column")),
-        frozenset({"path", "label_column"})),
+        lambda **kw: load_csv(kw.get("path"), label_column=kw.get("label_column"), id_column=kw.get("id_column")),
+        frozenset({"path", "label_column", "id_column"})),
+    "parquet": _Entry(
+        "your Parquet file (path) with a label column (default 'label'), optional id column and numeric features",
+        lambda **kw: load_parquet(kw.get("path"), label_column=kw.get("label_column"), id_column=kw.get("id_column")),
+        frozenset({"path", "label_column", "id_column"})),
+    "image_folder": _Entry(
+        "your folder of images (data_dir), one sub-folder per class; ids are the images' paths in the folder",
+        lambda **kw: load_image_folder(kw.get("data_dir"), flatten=kw.get("flatten")),
+        frozenset({"data_dir", "flatten"})),
 }
 
 
@@ -68,7 +76,8 @@ def available_datasets() -> dict[str, str]:
 
 
 def load_dataset(name: str, *, data_dir: str | None = None, path: str | None = None,
-                 label_column: str | None = None, flatten: bool | None = None) -> Dataset:
+                 label_column: str | None = None, id_column: str | None = None,
+                 flatten: bool | None = None) -> Dataset:
     """Load a dataset by name (see :func:`available_datasets`). ``flatten=None`` means flattened features
     (n, d) for every image set; ``flatten=False`` keeps (n, channels, height, width). An option the dataset does
     not use (e.g. ``path`` for ``digits``) is an error rather than silently ignored; ``flatten`` is accepted by
@@ -77,7 +86,8 @@ def load_dataset(name: str, *, data_dir: str | None = None, path: str | None = N
     entry = _REGISTRY.get(key)
     if entry is None:
         raise DataError(f"unknown dataset '{name}'; choose one of: {', '.join(_REGISTRY)}")
-    given = {"data_dir": data_dir, "path": path, "label_column": label_column, "flatten": flatten}
+    given = {"data_dir": data_dir, "path": path, "label_column": label_column, "id_column": id_column,
+             "flatten": flatten}
     # flatten is accepted by every dataset: tabular data is already flat (n, d) either way.
     extra = [k for k, v in given.items() if v is not None and k != "flatten" and k not in entry.takes]
     if extra:
