@@ -118,7 +118,8 @@ def load_csv(path, *, label_column: str | None = None, id_column: str | None = N
              name: str | None = None) -> Dataset:
     """CSV with a header row: the label column (default ``"label"``), an optional id column (``id_column``, which
     must then exist; default: the column ``id`` when there is one), and numeric feature columns. An empty or
-    non-numeric feature cell is a DataError naming the record and column; ``nan`` or ``inf`` parse, then fail the dataset's finiteness check naming the record."""
+    non-numeric feature cell is a DataError naming the record and column; ``nan`` or ``inf`` parse, then fail the
+    dataset's finiteness check naming the record."""
     if path is None:
         raise DataError("dataset 'csv' needs path= (a CSV file with a header row and a label column)")
     path = Path(path)
