@@ -11,6 +11,8 @@ sum in a different order), hence the 1e-6 contract rather than equality.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -160,20 +162,36 @@ def test_launcher_refuses_bad_arguments(tmp_path):
         run_precompute(cfg, tmp_path / "o", layout="rows_first")
 
 
-@pytest.mark.parametrize("cfg_dict, nproc", [(SOFTMAX, 2), (MLP, 1)], ids=["softmax-2-shards", "mlp-measured"])
-def test_precompute_writes_a_trained_run_that_forget_serves(tmp_path, cfg_dict, nproc):
+@pytest.mark.parametrize("cfg_dict, nproc, layout", [(SOFTMAX, 2, "auto"), (MLP, 1, "auto"), (SOFTMAX, 2, "reverse"),
+                                                     (MLP, 2, "reverse")],
+                         ids=["softmax-2-shards", "mlp-measured", "softmax-reverse-2", "mlp-reverse-2"])
+def test_precompute_writes_a_trained_run_that_forget_serves(tmp_path, cfg_dict, nproc, layout):
     """`unlearn-audit precompute --config F --out D`, then `unlearn-audit forget D --requests ids.txt`: exit 0, and
-    the released weights are the in-process unlearner's for the same records and noise seed (same σ, same draw)."""
+    the released weights are the in-process unlearner's for the same records and noise seed (same σ, same draw).
+    With the reverse layout the 2 processes split the coordinates and write columns into each other's shards (the
+    layout comes from the config here, as `unlearning.layout`)."""
     from unlearn_audit.cli import main
     from unlearn_audit.deletion import Ledger
 
-    unlearner, d = single_process(cfg_dict)
+    cfg_dict = {**cfg_dict, "unlearning": {"layout": layout}}
+    unlearner, d = single_process(cfg_dict, layout=layout)
     cfg_file = tmp_path / "audit.toml"
     cfg_file.write_text(config_from_dict(cfg_dict).to_toml(), encoding="utf-8")
     out = tmp_path / "pre"
     res = CliRunner().invoke(main, ["precompute", "--config", str(cfg_file), "--out", str(out), "--nproc", str(nproc),
-                                    "--threads", "1", "--device", "cpu", "--start-method", "fork"])
+                                    "--threads", "1", "--device", "cpu", "--start-method", "fork", "--chunk-rows", "32"])
     assert res.exit_code == 0, res.output
+    info = json.loads((out / "precompute.json").read_text(encoding="utf-8"))
+    assert info["layout"] == unlearner.layout_ and info["layout_reason"]
+    assert info["column_split"] == (layout == "reverse")
+    if layout == "reverse":
+        store = ApproximatorStore.open(out / "store")
+        store.verify_all()                                                # every shard's chunks checksummed
+        assert len(store.manifest["shards"]) == 2
+        assert_same(store, unlearner, d.ids)
+        fwd, _ = single_process({**cfg_dict, "unlearning": {"layout": "time_outer"}}, layout="time_outer")
+        ref, got = fwd.approximators_.double(), store.rows(np.arange(store.n)).double()
+        assert float(((got - ref).norm(dim=1) / ref.norm(dim=1).clamp_min(1e-30)).max()) < 1e-5
     forget_ids = [str(d.ids[i]) for i in (3, 40, len(d.ids) - 2)]       # records of both shards
     (tmp_path / "ids.txt").write_text("\n".join(forget_ids) + "\n", encoding="utf-8")
     res = CliRunner().invoke(main, ["forget", str(out), "--requests", str(tmp_path / "ids.txt"), "--epsilon", "1",

@@ -303,8 +303,9 @@ def forget(run_dir, requests_file, epsilon, delta, mechanism, request_id):
 @click.option("--chunk-rows", type=click.IntRange(min=1), default=None, help="Rows per store chunk (default ~16 MiB).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Torch threads per process.")
 @click.option("--force", is_flag=True, help="Replace a previous precompute in --out.")
-@click.option("--layout", type=click.Choice(["auto", "time_outer", "chunk_outer"]), default="auto", show_default=True,
-              help="auto: chunk_outer for plain softmax regression, time_outer otherwise (as the unlearner).")
+@click.option("--layout", type=click.Choice(["auto", "time_outer", "chunk_outer", "reverse"]), default=None,
+              help="Default: the config's unlearning.layout (auto: a cost model picks, reverse when d < n; "
+                   "precompute.json says which and why).")
 @click.option("--start-method", type=click.Choice(["spawn", "fork"]), default="spawn", show_default=True,
               help="How workers start; fork (CPU only) skips their import time.")
 @click.option("--verbose", is_flag=True, help="Log the per-epoch weight checks.")
@@ -329,7 +330,8 @@ def precompute(config_path, out_dir, nproc, device, store_dtype, chunk_rows, thr
     try:
         cfg = load_config(config_path)
         info = run(cfg, Path(out_dir), nproc=nproc, device=device, store_dtype=store_dtype, chunk_rows=chunk_rows,
-                   force=force, threads=threads, layout=layout, verbose=verbose, start_method=start_method)
+                   force=force, threads=threads, layout=layout or cfg.unlearning.layout, verbose=verbose,
+                   start_method=start_method)
     except _input_errors() + (DistributedError, StoreError) as err:
         _fail(str(err))
     if info is None:                     # a rank other than 0 under torchrun: rank 0 reports

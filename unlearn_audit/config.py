@@ -185,6 +185,12 @@ class UnlearningConfig(_Section):
     order: Literal["propagate_first", "inject_first"] = "propagate_first"
     """HF-OCU update order per step: propagate_first (the derivation's) or inject_first (the paper code's, only to
     reproduce its numbers)."""
+    layout: Literal["auto", "time_outer", "chunk_outer", "reverse"] = "auto"
+    """How the HF-OCU approximators are computed (same results, different cost): time_outer (every vector advances
+    at every training step; any model), chunk_outer (softmax regression without clipping: chunks of records through
+    every recorded step), reverse (the backward walk over the recorded trajectory with blocks of the d × d
+    propagator's rows: d row products per step instead of one HVP per record, linear in n, the fastest when d < n;
+    any model), or auto (a cost model picks; the results say which and why)."""
     requests: int = Field(10, gt=0, le=10**7)
     """The forget set is sent as this many deletion requests (split as evenly as possible; at most one per record)."""
 

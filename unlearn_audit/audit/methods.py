@@ -84,6 +84,7 @@ def run_hfocu(ctx: AuditContext) -> MethodOutcome:
         extra={"latency_seconds": {"p50": float(np.percentile(secs, 50)), "p99": float(np.percentile(secs, 99)),
                                    "n_requests": len(secs)},
                "mode": un.mode, "curvature": un.curvature_name_, "order": ctx.cfg.unlearning.order,
+               "layout": un.layout_, "layout_reason": un.layout_reason,
                "hvp_count": int(un.hvp_count_)})
 
 

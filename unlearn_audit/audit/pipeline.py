@@ -93,7 +93,7 @@ def prepare_context(cfg: AuditConfig, say: Progress) -> AuditContext:
     forget_pos = choose_forget_set(cfg, train.ids, np.random.default_rng(cfg.seed))
     mode = cfg.unlearning.mode
     unlearner = HFOCUUnlearner(model, sgd, mode=mode, curvature=cfg.unlearning.curvature, order=cfg.unlearning.order,
-                               bound=cfg.privacy.bound,
+                               layout=cfg.unlearning.layout, bound=cfg.privacy.bound,
                                candidates=[str(train.ids[i]) for i in forget_pos] if mode == "candidates" else None)
     unlearner.fit(x, y, train.ids, progress=lambda d, t: say("training with approximators", d, t))
 

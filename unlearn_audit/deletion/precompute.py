@@ -8,7 +8,10 @@ one contiguous shard of the training records with the layout strategy the in-pro
 approximator store; rank 0 ties the shards together and completes the trained run around them
 (:func:`~unlearn_audit.deletion.trained_run.finish_trained_run`: weights, record ids, schedule, spec with the
 certificate constants, manifest last). Work per rank: the (cheap) training replay plus 1/world_size of the
-O(E·n²·d) propagation.
+O(E·n²·d) propagation — or, with the reverse layout (:mod:`unlearn_audit.hfocu.reverse`, what ``auto`` picks when
+d < n), 1/world_size of the O(E·n·d²) backward walk: the ranks split the d coordinates instead of the records, each
+writing its columns of every record into the shared store (allocated first, barriers around), and each checksums its
+own row shard.
 
 Backends: ``gloo`` on CPU, ``nccl`` when every local rank gets its own GPU (``--device auto`` when there are enough
 GPUs, ``--device cuda`` insists: :func:`unlearn_audit.training.resolve_device`).
@@ -172,7 +175,7 @@ def precompute_rank(cfg, out, *, store_dtype: str = "float32", chunk_rows: int |
     time-outer, 64 chunk-outer). Returns rank 0's ``precompute.json`` contents on rank 0 and the rank's own summary
     elsewhere."""
     from unlearn_audit.hfocu.constants import TrajectoryProbe, run_constants
-    from unlearn_audit.hfocu.layouts import make_layout
+    from unlearn_audit.hfocu.layouts import ReverseOuter, choose_layout, make_layout
     from unlearn_audit.inputs import build_inputs
     from unlearn_audit.models.functional import weights_hash
     from unlearn_audit.training import Schedule, train_sgd
@@ -196,8 +199,16 @@ def precompute_rank(cfg, out, *, store_dtype: str = "float32", chunk_rows: int |
         w0 = model.initial_weights(torch.float32)
         bounds = split_rows(n, world)
         lo, hi = bounds[rank]
-        strategy = make_layout(layout, model, sgd, n, np.arange(lo, hi, dtype=np.int64), curvature=uc.curvature,
-                               order=uc.order, dtype=torch.float32, chunk_size=recursion_chunk, device=dev)
+        # The choice compares the whole run (the reverse layout splits the coordinates, not the records, among the
+        # processes, so both sides divide by the world size).
+        choice = choose_layout(layout, model, sgd, uc.curvature, n, n)
+        column_split = choice.name == "reverse"
+        strategy = make_layout(choice.name, model, sgd, n, None if column_split else np.arange(lo, hi, dtype=np.int64),
+                               curvature=uc.curvature, order=uc.order, dtype=torch.float32, chunk_size=recursion_chunk,
+                               device=dev)
+        strategy.choice = choice
+        if isinstance(strategy, ReverseOuter):
+            strategy.columns = split_rows(model.dim, world)[rank]
     except (ValueError, StoreError) as e:                                # reported on every rank
         err = str(e)
     except Exception as e:                                               # noqa: BLE001 (reported on every rank)
@@ -235,21 +246,37 @@ def precompute_rank(cfg, out, *, store_dtype: str = "float32", chunk_rows: int |
     check_same(model_hash, "final weights w_T")
 
     # Each rank computes and writes its own shard; rank 0 then ties the store together and completes the run.
-    err, n_chunks, hvps = None, 0, 0
+    # Reverse layout on several processes: each computes its share of the coordinates for EVERY record and writes
+    # those columns into every shard's chunks (allocated first, a barrier between); each then checksums its shard.
+    err, n_chunks, hvps, writer = None, 0, 0, None
+    shared = column_split and world > 1
     try:
         writer = ApproximatorStore.create(
             out / STORE_DIR, n, model.dim, store_dtype, chunk_rows, model_hash, schedule.digest(), inp.ids.tolist(),
             shards=bounds, shard_index=rank, overwrite=True,
             extra={"curvature": strategy.curvature_name, "order": uc.order, "layout": strategy.name,
-                   "model": model.describe(), "data_digest": inp.data_digest, "world_size": world})
-        _, hvps = strategy.finish(x_dev, y_dev, sink=lambda rows, block: writer.write_at(lo + rows, block))
-        train_seconds, train_cpu = time.perf_counter() - t0, time.process_time() - cpu0
-        t1 = time.perf_counter()
+                   "layout_reason": choice.reason, "model": model.describe(), "data_digest": inp.data_digest,
+                   "world_size": world})
+        if shared:
+            writer.share_columns()
+    except (StoreError, OSError, ValueError) as e:
+        err = str(e)
+    agree(err, "creating the store shards")
+    assert writer is not None
+    try:
+        hvps = strategy.stream(x_dev, y_dev, writer, row_offset=lo)
+        writer.release_columns()
+    except (StoreError, OSError, ValueError) as e:
+        err = str(e)
+    agree(err, "computing the approximators")
+    train_seconds, train_cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    t1 = time.perf_counter()
+    try:
         writer.finalise()
         n_chunks = len(writer.chunks)
     except (StoreError, OSError, ValueError) as e:
         err = str(e)
-    agree(err, "computing and writing the store shards")
+    agree(err, "writing the store shards")
     write_seconds = time.perf_counter() - t1
     summary = {"rank": rank, "rows": [lo, hi], "device": str(dev), "backend": dist.get_backend(),
                "threads": torch.get_num_threads(), "train_seconds": train_seconds, "train_cpu_seconds": train_cpu,
@@ -270,7 +297,8 @@ def precompute_rank(cfg, out, *, store_dtype: str = "float32", chunk_rows: int |
                     "store": str(out / STORE_DIR), "store_dtype": store_dtype, "model_hash": model_hash,
                     "run_digest": run.digest, "schedule_digest": schedule.digest(), "data_digest": inp.data_digest,
                     "config": cfg.model_dump(mode="json"), "config_digest": cfg.digest(),
-                    "curvature": strategy.curvature_name, "layout": strategy.name,
+                    "curvature": strategy.curvature_name, "layout": strategy.name, "layout_reason": choice.reason,
+                    "column_split": shared,
                     "quantisation": manifest["quantisation"], "store_bytes": n * manifest["d"] * (
                         4 if store_dtype == "float32" else 2),
                     "wall_seconds": max(r["train_seconds"] + r["write_seconds"] for r in ranks), "ranks": ranks,
@@ -341,8 +369,8 @@ def _check_options(device: str, store_dtype: str, layout: str) -> None:
         raise DistributedError(f"device must be auto, cpu or cuda, got '{device}'")
     if store_dtype not in ("float32", "bfloat16"):
         raise DistributedError(f"store dtype must be float32 or bfloat16, got '{store_dtype}'")
-    if layout not in ("auto", "time_outer", "chunk_outer"):
-        raise DistributedError(f"layout must be auto, time_outer or chunk_outer, got '{layout}'")
+    if layout not in ("auto", "time_outer", "chunk_outer", "reverse"):
+        raise DistributedError(f"layout must be auto, time_outer, chunk_outer or reverse, got '{layout}'")
 
 
 def run_precompute(cfg, out, *, nproc: int = 1, device: str = "auto", store_dtype: str = "float32",

@@ -16,7 +16,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from torch.func import jvp, vmap
+from torch.func import jvp, vjp, vmap
 
 from unlearn_audit.hfocu.curvature import CurvatureOperator, make_curvature
 from unlearn_audit.models import FunctionalModel
@@ -82,6 +82,15 @@ class ApproximatorRecursion:
             return V - info.lr * self.op.apply(ctx, V)
         step = self._update_map(info)
         return vmap(lambda v: jvp(step, (ctx.w,), (v,))[1])(V)
+
+    def propagate_rows(self, info: StepInfo, ctx, R: torch.Tensor) -> torch.Tensor:
+        """R J_t for a (k, d) block of ROW vectors (reverse mode, :mod:`unlearn_audit.hfocu.reverse`): R − η_t H_t R
+        for plain SGD (H_t is symmetric, so a row propagates like a column), else the vector-Jacobian product of the
+        exact update map (clipping, projection: J_t is not symmetric)."""
+        if self.linear_step:
+            return R - info.lr * self.op.apply(ctx, R)
+        pullback = vjp(self._update_map(info), ctx.w)[1]
+        return vmap(lambda r: pullback(r)[0])(R)
 
     def _update_map(self, info: StepInfo):
         cfg, model = self.cfg, self.model

@@ -22,15 +22,20 @@ from unlearn_audit.training.sgd import SGDConfig, StepInfo
 
 @dataclass
 class WeightTrajectory:
-    """Training hook keeping w_t (flat) for every step."""
+    """Training hook keeping w_t (flat), the batch positions and η_t for every step."""
 
     weights: list = field(default_factory=list)
+    positions: list = field(default_factory=list)
+    lrs: list = field(default_factory=list)
 
     def __call__(self, info: StepInfo) -> None:
         self.weights.append(info.w.detach().clone())
+        self.positions.append(np.asarray(info.positions))
+        self.lrs.append(float(info.lr))
 
     def nbytes(self) -> int:
-        return int(sum(w.numel() * w.element_size() for w in self.weights))
+        return int(sum(w.numel() * w.element_size() for w in self.weights)
+                   + sum(p.nbytes for p in self.positions) + 8 * len(self.lrs))
 
 
 def replay_unlearn(model: FunctionalModel, sgd: SGDConfig, x: torch.Tensor, y: torch.Tensor, schedule,

@@ -144,6 +144,8 @@ class StoreWriter:
                                           f"{shard_dir_name(s)}/chunk-{j:06d}.npy"))
         self._starts = np.array([c.start for c in self.chunks], dtype=np.int64)
         self._written = [np.zeros(c.stop - c.start, dtype=bool) for c in self.chunks]
+        self._cols_written: dict[int, np.ndarray] = {}       # chunk -> columns written (column-slab writes)
+        self._row_sq: dict[int, np.ndarray] = {}             # chunk -> per-row (‖a‖², ‖err‖²) of bfloat16 slabs
         self._open: dict[int, np.memmap] = {}
         self.max_row_rel_error = 0.0
         self.max_elementwise_rel_error = 0.0
@@ -209,11 +211,100 @@ class StoreWriter:
         for lo, hi in zip(np.r_[0, breaks], np.r_[breaks, len(r)]):
             self.write_rows(int(r[lo]), block[lo:hi])
 
-    def _record_error(self, a: np.ndarray, back: np.ndarray) -> None:
+    def share_columns(self) -> None:
+        """Column-split writing by several processes (the reverse layout in a sharded precompute): create this
+        writer's chunk files now (zeros) so that every process can write its columns of EVERY row into them; after
+        that :meth:`write_columns` takes slabs of all n rows. Once every process has written its columns (a barrier:
+        :meth:`release_columns` on every process first), :meth:`finalise` checksums this writer's own chunks."""
+        if self.dtype != "float32":
+            raise StoreError("column-split writing (reverse layout on several processes) needs a float32 store: the "
+                             "bfloat16 quantisation error is measured on whole rows")
+        for k in range(len(self.chunks)):
+            self._chunk_memmap(k).flush()
+        self._shared: dict[str, np.memmap] = {}
+
+    def release_columns(self) -> None:
+        """Flush and close the chunk files opened by column writes (before the other processes finalise them)."""
+        for mm in getattr(self, "_shared", {}).values():
+            mm.flush()
+        self._shared = {}
+        for k in list(self._open):
+            self._open[k].flush()
+
+    def write_columns(self, col_start: int, slab) -> None:
+        """Write coordinates ``col_start .. col_start+k-1`` of every row this writer owns (its shards' rows, in
+        order; after :meth:`share_columns`: of all n rows of the store): ``slab`` is (rows, k). The reverse layout's
+        column sink (:mod:`unlearn_audit.hfocu.reverse`); an owned chunk is checksummed once all its columns are
+        written (shared mode: at :meth:`finalise`)."""
+        if self.finalised:
+            raise StoreError("store already finalised: no more writes")
+        a = _to_float32_numpy(slab)
+        shared = hasattr(self, "_shared")
+        rows = self.n if shared else sum(hi - lo for lo, hi in self.owned_rows)
+        col_start = int(col_start)
+        if a.ndim != 2 or a.shape[0] != rows or not 0 <= col_start <= col_start + a.shape[1] <= self.d:
+            raise StoreError(f"write_columns: expected an array of shape ({rows}, k) for columns inside "
+                             f"0..{self.d - 1} from {col_start}, got {tuple(a.shape)}")
+        if not np.isfinite(a).all():
+            bad = int(np.argwhere(~np.isfinite(a))[0, 0])
+            raise StoreError(f"write_columns: row {bad + (0 if shared else self.chunks[0].start)} holds NaN or inf")
+        k = a.shape[1]
+        if k == 0:
+            return
+        if shared:
+            self._write_shared_columns(col_start, a)
+            return
+        offset = 0
+        for ci, c in enumerate(self.chunks):
+            part = a[offset:offset + c.stop - c.start]
+            offset += c.stop - c.start
+            if self._written[ci].all() and ci not in self._open:
+                raise StoreError(f"write_columns: chunk {c.file} is already complete")
+            data = self._encode_columns(ci, part)
+            mm = self._chunk_memmap(ci)
+            mm[:, col_start:col_start + k] = data
+            cols = self._cols_written.setdefault(ci, np.zeros(self.d, dtype=bool))
+            cols[col_start:col_start + k] = True
+            if cols.all():
+                self._written[ci][:] = True
+                self._close_row_errors(ci)
+                self._finalise_chunk(ci)
+
+    def _encode_columns(self, ci: int, part: np.ndarray) -> np.ndarray:
+        if self.dtype != "bfloat16":
+            return part
+        data = _float32_to_bf16_bits(part)
+        back = _bf16_bits_to_float32(data).numpy()
+        self._record_error(part, back, rows=False)
+        sq = self._row_sq.setdefault(ci, np.zeros((len(part), 2)))
+        sq[:, 0] += np.square(part.astype(np.float64)).sum(1)
+        sq[:, 1] += np.square(back.astype(np.float64) - part.astype(np.float64)).sum(1)
+        return data
+
+    def _close_row_errors(self, ci: int) -> None:
+        sq = self._row_sq.pop(ci, None)
+        if sq is not None and (sq[:, 0] > 0).any():
+            nz = sq[:, 0] > 0
+            self.max_row_rel_error = max(self.max_row_rel_error, float(np.sqrt(sq[nz, 1] / sq[nz, 0]).max()))
+
+    def _write_shared_columns(self, col_start: int, a: np.ndarray) -> None:
+        k = a.shape[1]
+        for s, (lo, hi) in enumerate(self.shards):
+            for j, start in enumerate(range(lo, hi, self.chunk_rows)):
+                stop = min(start + self.chunk_rows, hi)
+                file = f"{shard_dir_name(s)}/chunk-{j:06d}.npy"
+                if file not in self._shared:
+                    try:
+                        self._shared[file] = np.lib.format.open_memmap(self.path / file, mode="r+")
+                    except (OSError, ValueError) as err:
+                        raise StoreError(f"write_columns: chunk {file} is not ready ({err})") from None
+                self._shared[file][:, col_start:col_start + k] = a[start:stop]
+
+    def _record_error(self, a: np.ndarray, back: np.ndarray, rows: bool = True) -> None:
         a64, err = a.astype(np.float64), np.abs(back.astype(np.float64) - a.astype(np.float64))
         norms = np.linalg.norm(a64, axis=1)
         row = np.linalg.norm(err, axis=1)[norms > 0] / norms[norms > 0]
-        if row.size:
+        if rows and row.size:
             self.max_row_rel_error = max(self.max_row_rel_error, float(row.max()))
         big = np.abs(a64) >= _TINY
         if big.any():
@@ -247,6 +338,12 @@ class StoreWriter:
     def finalise(self) -> dict:
         """Check every row was written, write the shard records and (when this writer owns every shard) the
         manifest. Returns the manifest (or, for one shard of several, that shard's record)."""
+        if hasattr(self, "_shared"):                  # column-split: every process has written its columns
+            self.release_columns()
+            for k in range(len(self.chunks)):
+                if k in self._open:
+                    self._written[k][:] = True
+                    self._finalise_chunk(k)
         for k, c in enumerate(self.chunks):
             if not self._written[k].all():
                 missing = c.start + int(np.flatnonzero(~self._written[k])[0])

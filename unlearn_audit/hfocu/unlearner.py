@@ -27,7 +27,7 @@ from unlearn_audit.certify import (
 )
 from unlearn_audit.common import check_record_ids
 from unlearn_audit.hfocu.constants import TrajectoryProbe, run_constants
-from unlearn_audit.hfocu.layouts import Layout, Replay, make_layout, resolve_layout
+from unlearn_audit.hfocu.layouts import Layout, Replay, make_layout
 from unlearn_audit.hfocu.recursion import Order
 from unlearn_audit.hfocu.replay import BoundCache, WeightTrajectory
 from unlearn_audit.models import FunctionalModel
@@ -38,7 +38,8 @@ if TYPE_CHECKING:
     from unlearn_audit.hfocu.store import ApproximatorStore
 
 Mode = Literal["all", "candidates", "replay"]
-LayoutName = Literal["auto", "time_outer", "chunk_outer"]
+LayoutName = Literal["auto", "time_outer", "chunk_outer", "reverse"]
+LAYOUT_NAMES = ("auto", "time_outer", "chunk_outer", "reverse")
 
 
 Bound = Literal["a_posteriori", "worst_case"]
@@ -63,8 +64,10 @@ class HFOCUUnlearner:
         mode: ``all`` keeps an approximator per training record; ``candidates`` only for ``candidates`` (ids);
             ``replay`` keeps the weight trajectory and computes each request by one recursion (T HVPs).
         layout: ``chunk_outer`` (softmax regression without clipping: a tiny trajectory during training, then
-            cache-sized chunks of records through all steps — fastest on a CPU), ``time_outer`` (all vectors
-            advance together during training; any model), or ``auto``.
+            cache-sized chunks of records through all steps), ``time_outer`` (all vectors advance together during
+            training; any model), ``reverse`` (the backward walk over the recorded trajectory, d row products per
+            step instead of one HVP per record: linear in n, fastest when d < n; any model), or ``auto`` (a cost
+            model picks; ``layout_choice_`` says which and why: :func:`~unlearn_audit.hfocu.layouts.choose_layout`).
         device: ``cpu``, ``cuda`` or ``auto``.
         store_path: keep the approximators in a file-backed store (memory-mapped chunks with checksums, see
             :mod:`unlearn_audit.hfocu.store`) instead of memory; with the chunk-outer layout each finished chunk
@@ -87,8 +90,8 @@ class HFOCUUnlearner:
                  bound: Bound | None = None):
         if mode not in ("all", "candidates", "replay"):
             raise ValueError(f"mode must be 'all', 'candidates' or 'replay', got '{mode}'")
-        if layout not in ("auto", "time_outer", "chunk_outer"):
-            raise ValueError(f"layout must be 'auto', 'time_outer' or 'chunk_outer', got '{layout}'")
+        if layout not in LAYOUT_NAMES:
+            raise ValueError(f"layout must be one of {', '.join(repr(n) for n in LAYOUT_NAMES)}, got '{layout}'")
         if mode == "candidates" and not candidates:
             raise ValueError("mode 'candidates' needs a non-empty list of candidate record ids")
         self.model, self.sgd, self.mode = model, sgd, mode
@@ -106,15 +109,12 @@ class HFOCUUnlearner:
                              "with order 'inject_first' use bound 'worst_case'")
         self.bound = bound
 
-    def _resolved_layout(self) -> str:
-        return resolve_layout("replay" if self.mode == "replay" else self.layout, self.model, self.sgd,
-                              self.curvature)
-
     # -- training ---------------------------------------------------------------------------------------------
     def fit(self, x: torch.Tensor, y: torch.Tensor, ids, *, progress: Callable[[int, int], None] | None = None):
         """Train on (x, y) while keeping approximators; ``ids`` are the records' stable ids (str).
 
-        Fitted attributes: ``weights_`` (w_T), ``schedule_``, ``layout_`` (the layout used), ``approximators_``
+        Fitted attributes: ``weights_`` (w_T), ``schedule_``, ``layout_`` (the layout used), ``layout_choice_``
+        (:class:`~unlearn_audit.hfocu.layouts.LayoutChoice`: the layout and why ``auto`` chose it), ``approximators_``
         ((m, d) in memory, or None with a store or in replay mode), ``store_`` (the file-backed store, if any),
         ``tracked_positions_``/``row_of_`` (which training positions have an approximator, in which row),
         ``hvp_count_``, ``curvature_name_``, ``fit_seconds_``, ``state_`` (the noiseless internal state)."""
@@ -128,11 +128,11 @@ class HFOCUUnlearner:
             tracked = self._positions(self.candidates, check_deleted=False)
         x, y = x.to(self.device), y.to(self.device)
         self.x_, self.y_ = x, y
-        layout: Layout = make_layout(self._resolved_layout(), self.model, self.sgd, len(x), tracked,
-                                     curvature=self.curvature, order=self.order, dtype=self.dtype,
-                                     chunk_size=None if self._resolved_layout() == "chunk_outer" else self.chunk_size,
-                                     device=self.device)
+        layout: Layout = make_layout("replay" if self.mode == "replay" else self.layout, self.model, self.sgd,
+                                     len(x), tracked, curvature=self.curvature, order=self.order, dtype=self.dtype,
+                                     chunk_sizes={"time_outer": self.chunk_size}, device=self.device)
         self.layout_ = layout.name
+        self.layout_choice_ = layout.choice
         self.tracked_positions_, self.row_of_ = layout.tracked_positions, layout.row_of
         self.curvature_name_ = layout.curvature_name
         self.probe_ = TrajectoryProbe.for_run(len(x), self.sgd)
@@ -147,7 +147,7 @@ class HFOCUUnlearner:
         self.approximators_ = None
         if self.store_path and layout.keeps_approximators:
             writer = self._store_writer(result)
-            _, self.hvp_count_ = layout.finish(x, y, sink=writer.write_at)
+            self.hvp_count_ = layout.stream(x, y, writer)
             writer.finalise()
             from unlearn_audit.hfocu.store import ApproximatorStore
 
@@ -172,7 +172,13 @@ class HFOCUUnlearner:
                                         schedule_digest=result.schedule.digest(),
                                         ids=self.ids_[tracked].tolist(), positions=tracked, overwrite=True,
                                         extra={"curvature": self.curvature_name_, "order": self.order,
-                                               "layout": self.layout_})
+                                               "layout": self.layout_, "layout_reason": self.layout_reason})
+
+    @property
+    def layout_reason(self) -> str:
+        """Why the fitted layout was used (``asked for``, or the cost comparison of ``auto``)."""
+        choice = getattr(self, "layout_choice_", None)
+        return "" if choice is None else choice.reason
 
     def _rows_sum(self, rows: np.ndarray) -> torch.Tensor:
         """Σ of the approximators in the given rows (memory or store)."""
