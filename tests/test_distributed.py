@@ -179,7 +179,8 @@ def test_precompute_writes_a_trained_run_that_forget_serves(tmp_path, cfg_dict, 
     cfg_file.write_text(config_from_dict(cfg_dict).to_toml(), encoding="utf-8")
     out = tmp_path / "pre"
     res = CliRunner().invoke(main, ["precompute", "--config", str(cfg_file), "--out", str(out), "--nproc", str(nproc),
-                                    "--threads", "1", "--device", "cpu", "--start-method", "fork", "--chunk-rows", "32"])
+                                    "--threads", "1", "--device", "cpu", "--start-method", "fork",
+                                    "--chunk-rows", "32"])
     assert res.exit_code == 0, res.output
     info = json.loads((out / "precompute.json").read_text(encoding="utf-8"))
     assert info["layout"] == unlearner.layout_ and info["layout_reason"]
