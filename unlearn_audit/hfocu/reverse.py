@@ -129,11 +129,12 @@ def softmax_reverse(x: torch.Tensor, y: torch.Tensor, n_classes: int, lam: float
     T = traj.n_steps
     t_stop = first_injection_step(traj.positions, n, positions)
     xt = torch.cat([x.reshape(n, D).to(dtype), torch.ones(n, 1, dtype=dtype, device=dev)], dim=1)      # x̃ (n, D+1)
-    batch_xt = [xt[torch.as_tensor(p, device=dev)] for p in traj.positions]
-    probs_t = [pr.to(dtype)[:, None, :].contiguous() for pr in traj.probs]                           # (b, 1, C)
-    resid = [(pr.to(dtype) - torch.nn.functional.one_hot(y[torch.as_tensor(p, device=dev)], C).to(dtype))
-             for pr, p in zip(traj.probs, traj.positions)]                                            # (b, C)
-    w_cd = [_flat_to_cd(w.to(dtype), C, D).reshape(d) for w in traj.weights]
+    # Per step, made on the fly (no per-step copies of the batches or of w_t beyond the recorded trajectory):
+    # the batch's x̃ (b, D+1), probabilities (b, 1, C), labels (b, 1, 1) and w_t in the (C, D+1) layout.
+    batch_pos = [torch.as_tensor(p, device=dev) for p in traj.positions]
+
+    def w_cd(t: int) -> torch.Tensor:
+        return _flat_to_cd(traj.weights[t].to(dtype), C, D).reshape(d)
     slots = _batch_rows(traj.positions, row_of, dev)
     buf = _SlabBuffer(m, d, dtype, dev, column_sink,
                       _default_buffer_cols(m, d, torch.empty((), dtype=dtype).element_size(), buffer_bytes))
@@ -154,25 +155,29 @@ def softmax_reverse(x: torch.Tensor, y: torch.Tensor, n_classes: int, lam: float
         scale = 1.0
         slab = torch.zeros(m, k, dtype=dtype, device=dev)
         for t in range(T - 1, t_stop - 1, -1):
-            lr, bx, p = traj.lrs[t], batch_xt[t], probs_t[t]
+            lr, pt = traj.lrs[t], batch_pos[t]
+            bx, p = xt[pt], traj.probs[t].to(dtype)[:, None, :]
             b = bx.shape[0]
             S = torch.mm(bx, R2.T).view(b, k, C)                         # x̃_iᵀ Pᵀ for the batch records (÷ s)
+            pS = p * S
+            q = pS.sum(-1, keepdim=True)                                 # pᵀ P x̃_i
             if order == "propagate_first" and slots[t] is not None:
-                _inject(slab, S, R, slots[t], resid[t], w_cd[t], lam, scale * lr / b)
-            mm = p * (S - (p * S).sum(-1, keepdim=True))                 # (diag p − p pᵀ) P x̃_i  (÷ s)
+                _inject(slab, S, q, R, slots[t], y[pt].view(-1, 1, 1), w_cd(t), lam, scale * lr / b)
+            pS.addcmul_(p, q, value=-1.0)                                # (diag p − p pᵀ) P x̃_i  (÷ s)
             shrink = 1.0 - lr * lam
             if shrink > 0.5:                                             # P ← P (I − η_t H_t), the λ part in s
-                R2.addmm_(mm.view(b, k * C).T, bx, alpha=-lr / (b * shrink))
+                R2.addmm_(pS.view(b, k * C).T, bx, alpha=-lr / (b * shrink))
                 scale *= shrink
             else:                                                        # large η λ: apply it to the block
-                R2.mul_(shrink).addmm_(mm.view(b, k * C).T, bx, alpha=-lr / b)
+                R2.mul_(shrink).addmm_(pS.view(b, k * C).T, bx, alpha=-lr / b)
             if not 1e-20 < abs(scale) < 1e20:
                 R2.mul_(scale)
                 scale = 1.0
             hvps += k
             if order == "inject_first" and slots[t] is not None:
                 S = torch.mm(bx, R2.T).view(b, k, C)
-                _inject(slab, S, R, slots[t], resid[t], w_cd[t], lam, scale * lr / b)
+                _inject(slab, S, (p * S).sum(-1, keepdim=True), R, slots[t], y[pt].view(-1, 1, 1), w_cd(t), lam,
+                        scale * lr / b)
         buf.add(c0, slab)
         if progress:
             progress(bi + 1, len(starts))
@@ -180,14 +185,13 @@ def softmax_reverse(x: torch.Tensor, y: torch.Tensor, n_classes: int, lam: float
     return buf.out, hvps
 
 
-def _inject(slab, S, R, slot, resid, w, lam, scale) -> None:
-    """slab[u] += scale · P ∇ℓ(w_t; z_u) for the tracked batch records: Σ_c r_uc (P x̃_u)_c + λ P w_t, with
-    S (b, k, C) = the batch's x̃_iᵀ Pᵀ from the propagation."""
+def _inject(slab, S, q, R, slot, labels, w, lam, scale) -> None:
+    """slab[u] += scale · P ∇ℓ(w_t; z_u) for the tracked batch records. With ∇ℓ = (p_u − e_y) ⊗ x̃_u + λ w_t and
+    S (b, k, C) = the batch's x̃_iᵀ Pᵀ, q = Σ_c p_c S_c from the propagation: P ∇ℓ = q − S_y + λ P w_t."""
     sel, rows, whole = slot
-    if whole:
-        inj = torch.einsum("bkc,bc->bk", S, resid)                       # (b, k)
-    else:
-        inj = torch.einsum("bkc,bc->bk", S[sel], resid[sel])             # (b_sel, k)
+    inj = q[..., 0] - torch.gather(S, 2, labels.expand(-1, S.shape[1], 1))[..., 0]            # (b, k)
+    if not whole:
+        inj = inj[sel]
     inj += lam * torch.mv(R, w)[None, :]
     slab.index_add_(0, rows, inj, alpha=scale)
 
