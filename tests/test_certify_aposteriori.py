@@ -209,3 +209,27 @@ def test_fast_plain_replay_equals_the_generic_engine_replay(digits_paper_setting
         assert np.allclose(fast.retained_ax[t], slow.retained_ax[t], rtol=1e-9, atol=1e-15)
     stored = un.approximator_sum(ids[forget].tolist()).double()
     assert float((a_fast - stored).norm()) < 1e-5 * float(stored.norm())
+
+
+def test_vectorised_recursion_equals_the_general_loop():
+    """Without clipping that can bind, the recursion runs as an affine scalar loop with coefficients computed for all
+    steps at once; it must give the general loop's ε_t, growth factors and term sums (float64 round-off), with
+    unmeasured rounding steps (NaN) treated alike and both perturbation forms."""
+    from dataclasses import replace
+
+    rng = np.random.default_rng(7)
+    T = 60
+    x2 = tuple(rng.uniform(0.5, 2.0, size=int(rng.integers(0, 5))) for _ in range(T))
+    tt = _terms(T, norm_A=rng.uniform(0, 1, T + 1), injection=rng.uniform(0, 0.01, T), retained_x2=x2,
+                retained_ax=tuple(rng.uniform(0, 0.1, size=len(v)) for v in x2),
+                proj_remainder=rng.uniform(0, 1e-4, T),
+                rounding=np.where(rng.uniform(size=T) < 0.1, np.nan, rng.uniform(0, 1e-6, T)),
+                clip_norm=1e9, retained_gnorm=tuple(np.zeros(len(v)) for v in x2))
+    for pert in ("directional", "uniform"):
+        loop = a_posteriori_recursion(tt, perturbation=pert)                 # clipping on, never binding: the loop
+        fast = a_posteriori_recursion(replace(tt, clip_norm=None, retained_gnorm=None), perturbation=pert)
+        assert loop.n_binding == 0 and fast.eps[-1] > 0
+        assert np.allclose(fast.eps, loop.eps, rtol=1e-12, atol=0)
+        assert np.allclose(fast.growth, loop.growth, rtol=1e-12, atol=0)
+        for k in loop.terms:
+            assert fast.terms[k] == pytest.approx(loop.terms[k], rel=1e-10, abs=1e-300), k

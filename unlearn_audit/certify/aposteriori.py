@@ -161,6 +161,8 @@ def a_posteriori_recursion(terms: ReplayTerms, *, perturbation: str = "direction
     """Evaluate the ε recursion of the module docstring (a forward loop in float64; no closed forms)."""
     if perturbation not in PERTURBATIONS:
         raise CertificationError(f"perturbation must be one of {', '.join(PERTURBATIONS)}, got {perturbation!r}")
+    if terms.clip_norm is None or terms.retained_gnorm is None:
+        return _recursion_no_binding(terms, perturbation)
     T = terms.n_steps
     lam, C = float(terms.lam), terms.clip_norm
     eps = np.zeros(T + 1)
@@ -209,6 +211,55 @@ def a_posteriori_recursion(terms: ReplayTerms, *, perturbation: str = "direction
             e = e_next
             eps[t + 1] = e
     return RecursionOutcome(eps, growth, n_binding, sums)
+
+
+def _recursion_no_binding(terms: ReplayTerms, perturbation: str) -> RecursionOutcome:
+    """The recursion when no per-sample clipping can bind (K_t empty): ε_{t+1} = g_t ε_t + h_t is affine in ε_t with
+    coefficients that do not depend on ε, so they are computed for all steps at once and only the scalar affine
+    recursion runs step by step (the same arithmetic as the general loop, a certified release's per-request cost)."""
+    T = terms.n_steps
+    lrs = np.asarray(terms.lrs, dtype=np.float64)
+    b = np.asarray(terms.batch_sizes, dtype=np.float64)
+    a = np.asarray(terms.norm_A, dtype=np.float64)
+    lam, u = float(terms.lam), float(terms.u)
+    counts = np.array([len(v) for v in terms.retained_x2], dtype=np.int64)
+    x2 = np.concatenate(terms.retained_x2).astype(np.float64) if T else np.zeros(0)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]) if T else np.zeros(0, np.int64)
+    if perturbation == "directional":
+        ax = np.concatenate(terms.retained_ax).astype(np.float64) if T else np.zeros(0)
+        per_rec = x2 * ax
+    else:
+        per_rec = x2 ** 1.5
+    sums = np.zeros(T)
+    nz = counts > 0
+    if per_rec.size:
+        sums[nz] = np.add.reduceat(per_rec, starts[nz])
+    P = KAPPA_SOFTMAX / 2.0 * sums / b
+    if perturbation != "directional":
+        P = P * a[:T]
+    c = counts / b
+    Lt = np.asarray(terms.gram_top, dtype=np.float64) / (2.0 * b)
+    rho = np.maximum(np.abs(1.0 - lrs * lam * c), np.abs(1.0 - lrs * (lam * c + Lt)))
+    growth = rho + lrs * P
+    rounding = np.asarray(terms.rounding, dtype=np.float64)
+    rnd_base = np.where(np.isfinite(rounding), rounding, 0.0) + np.asarray(terms.ref_round, np.float64) \
+        + 2.0 * u * a[1:]
+    inj = lrs * np.asarray(terms.injection, dtype=np.float64)
+    proj = np.asarray(terms.proj_remainder, dtype=np.float64)
+    g = rho + lrs * P + 2.0 * u                           # ε_{t+1} = g_t ε_t + h_t
+    h = lrs * P * a[:T] + inj + proj + rnd_base
+    eps = np.zeros(T + 1)
+    e = 0.0
+    with np.errstate(over="ignore", invalid="ignore"):
+        for t, (gt, ht) in enumerate(zip(g.tolist(), h.tolist())):
+            e = gt * e + ht
+            eps[t + 1] = e
+        e_prev = eps[:T]
+        out = {"contraction_loss": float(((rho - 1.0) * e_prev).sum()),
+               "perturbation": float((lrs * P * (a[:T] + e_prev)).sum()), "injection": float(inj.sum()),
+               "clipping": 0.0, "projection": float(proj.sum()),
+               "rounding": float((rnd_base + 2.0 * u * e_prev).sum())}
+    return RecursionOutcome(eps, growth, 0, out)
 
 
 def a_posteriori_certificate(terms: ReplayTerms, schedule: Schedule, forget_positions, *,

@@ -88,13 +88,19 @@ class SoftmaxClosedForm(CurvatureOperator):
         hb = m.sum(1)
         return torch.cat([hw, hb], dim=1) / b + self.lam * V
 
-    def apply_cd(self, xt: torch.Tensor, probs: torch.Tensor, A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The same operator for ONE vector in the (C, D+1) matrix layout (weight columns, then the bias column),
-        with x̃ = [x, 1] given: returns (H A, S) where S = X̃ Aᵀ (b, C) holds the logit directions A x̃_i, which the
-        a-posteriori certificate also needs. No flat-layout conversion: the fast path of its per-request replay."""
-        S = xt @ A.T                                                           # (b, C): A x̃_i
-        m = probs * S - probs * (probs * S).sum(1, keepdim=True)              # (diag p − p pᵀ) A x̃_i
-        return (m.T @ xt) / xt.shape[0] + self.lam * A, S
+    def propagate_cd(self, xt: torch.Tensor, probs_t: torch.Tensor, A: torch.Tensor, lr: float
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One propagation (I − η H) A of ONE vector in the (C, D+1) matrix layout (weight columns, then the bias
+        column), with x̃ = [x, 1] (b, D+1) and the batch probabilities transposed (C, b) given. Returns
+        ((I − η H) A, Sᵀ, mᵀ): Sᵀ = A X̃ᵀ (C, b) holds the logit directions A x̃_i and mᵀ the per-record curvature
+        columns m_i = (diag p_i − p_i p_iᵀ) A x̃_i, so H_i A = m_i ⊗ x̃_i + λA for any subset of the batch without a
+        second product (the a-posteriori certificate needs both). Two small GEMMs in the class-major order, the
+        second fused with the update: the fast path of the certificate's per-request replay."""
+        st = A @ xt.T                                                          # (C, b): A x̃_i
+        mt = probs_t * st
+        mt = mt - probs_t * mt.sum(0, keepdim=True)                            # (diag p − p pᵀ) A x̃_i
+        out = torch.addmm(A, mt, xt, beta=1.0 - lr * self.lam, alpha=-lr / xt.shape[0])
+        return out, st, mt
 
     def per_sample_grads(self, ctx):
         onehot = torch.nn.functional.one_hot(ctx.y, self.n_classes).to(ctx.w.dtype)

@@ -89,6 +89,7 @@ class BoundCache:
     xt: list = field(default_factory=list)          # per step: x̃_B (b, D+1)
     resid: list = field(default_factory=list)       # per step: p_i − e_{y_i} (b, C)
     w_cd: list = field(default_factory=list)        # per step: w_t in the (C, D+1) layout
+    probs_t: list = field(default_factory=list)     # per step: the batch probabilities transposed (C, b), contiguous
 
 
 def bound_cache(model: FunctionalModel, sgd: SGDConfig, x: torch.Tensor, y: torch.Tensor, schedule, weights,
@@ -131,7 +132,8 @@ def bound_cache(model: FunctionalModel, sgd: SGDConfig, x: torch.Tensor, y: torc
         k = D + len(pos) + K + 4
         ref_round[t] = 2.0 * u * float(w_next.norm()) + rounding_gamma(k, u) * float(lr) * float(gb.mean())
     return BoundCache(contexts, gram_top, grad_bound, rounding, ref_round, x2.numpy(),
-                      final_weights.detach().to("cpu", dt), u, xts, resids, w_cds)
+                      final_weights.detach().to("cpu", dt), u, xts, resids, w_cds,
+                      [c.probs.T.contiguous() for c in contexts])
 
 
 def replay_bound_terms(model: FunctionalModel, sgd: SGDConfig, schedule, cache: BoundCache, forget_positions, *,
@@ -248,7 +250,7 @@ def _replay_generic(model: FunctionalModel, sgd: SGDConfig, schedule, cache: Bou
 def _replay_plain_softmax(model: FunctionalModel, sgd: SGDConfig, schedule, cache: BoundCache, forget_positions,
                           stored_sum: torch.Tensor | None):
     """The replay of :func:`replay_bound_terms` for plain SGD (no clipping, no projection), in the (C, D+1) matrix
-    layout with the closed-form operator's ``apply_cd``: a few small matrix products per step (the per-request cost
+    layout with the closed-form operator's ``propagate_cd``: a few small matrix products per step (the per-request cost
     of a certified release)."""
     from unlearn_audit.certify.aposteriori import ReplayTerms
 
@@ -259,35 +261,46 @@ def _replay_plain_softmax(model: FunctionalModel, sgd: SGDConfig, schedule, cach
     forget[np.asarray(forget_positions, dtype=np.int64)] = True
     T = schedule.n_steps
     D1 = cache.xt[0].shape[1] if T else 1
-    norm_A, injection = np.zeros(T + 1), np.zeros(T)
-    rx2, rax = [], []
+    sizes = schedule.batch_sizes()
+    hits = [forget[pos] for pos in schedule.batches]
+    n_hit = np.array([int(h.sum()) for h in hits], dtype=np.int64)
+    zero = torch.zeros((), dtype=dt)
+    norms: list[torch.Tensor] = []                         # ‖A_t‖, 0-d tensors (no per-step host sync)
+    inj: list[torch.Tensor] = []                           # ‖Σ_u ∇²ℓ_u(w_t) A_t‖ (divided by |B_t| below)
+    snorm: list[torch.Tensor] = []                         # ‖A_t x̃_i‖ for every batch record
     A = torch.zeros(C, D1, dtype=dt)
     active = False
     lam = float(sgd.lam)
-    for t, (pos, lr) in enumerate(zip(schedule.batches, schedule.lrs)):
-        lr = float(lr)
-        xt, P = cache.xt[t], cache.contexts[t].probs
-        b = xt.shape[0]
-        hit = forget[pos]
-        nh = int(hit.sum())
-        keep = ~hit
-        rx2.append(cache.x2[pos[keep]])
+    lrs = [float(v) for v in schedule.lrs]
+    for t in range(T):
+        lr = lrs[t]
+        xt = cache.xt[t]
+        nh = int(n_hit[t])
         if active:
-            norm_A[t] = float(torch.linalg.vector_norm(A))
-            HA, S = op.apply_cd(xt, P, A)
-            rax.append(torch.linalg.vector_norm(S, dim=1).numpy()[keep])
+            norms.append(torch.linalg.vector_norm(A))
+            A_next, st, mt = op.propagate_cd(xt, cache.probs_t[t], A, lr)
+            snorm.append(torch.linalg.vector_norm(st, dim=0))
             if nh:
-                hi = torch.as_tensor(np.flatnonzero(hit))
-                Hu, _ = op.apply_cd(xt[hi], P[hi], A)                  # (1/nh) Σ_u ∇²ℓ_u(w_t) A
-                injection[t] = float(torch.linalg.vector_norm(Hu)) * nh / b
-            A = A - lr * HA
+                hi = torch.as_tensor(np.flatnonzero(hits[t]))
+                inj.append(torch.linalg.vector_norm(mt[:, hi] @ xt[hi] + (nh * lam) * A))   # same products
+            else:
+                inj.append(zero)
+            A = A_next
         else:
-            rax.append(np.zeros(int(keep.sum())))
+            norms.append(zero)
+            snorm.append(torch.zeros(xt.shape[0], dtype=dt))
+            inj.append(zero)
         if nh:
-            hi = torch.as_tensor(np.flatnonzero(hit))
-            A = A + (lr / b) * (cache.resid[t][hi].T @ xt[hi] + (nh * lam) * cache.w_cd[t])
+            hi = torch.as_tensor(np.flatnonzero(hits[t]))
+            A = A + (lr / xt.shape[0]) * (cache.resid[t][hi].T @ xt[hi] + (nh * lam) * cache.w_cd[t])
             active = True
-    norm_A[T] = float(torch.linalg.vector_norm(A))
+    norms.append(torch.linalg.vector_norm(A))
+    norm_A = torch.stack(norms).numpy()
+    injection = (torch.stack(inj).numpy() if T else np.zeros(0)) / np.maximum(sizes, 1)
+    snorm_np = torch.cat(snorm).numpy() if T else np.zeros(0)
+    ends = np.cumsum(sizes)
+    rx2 = [cache.x2[pos[~h]] for pos, h in zip(schedule.batches, hits)]
+    rax = [snorm_np[e - len(h):e][~h] for e, h in zip(ends, hits)]
     A_flat = _cd_to_flat(A[None], C, D1 - 1)[0]
     gap = None if stored_sum is None else float((A_flat - stored_sum.detach().to("cpu", dt)).norm())
     return ReplayTerms(

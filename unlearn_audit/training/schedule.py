@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -54,7 +55,12 @@ class Schedule:
         return np.array([int(mask[b].sum()) for b in self.batches], dtype=np.int64)
 
     def digest(self) -> str:
-        """SHA-256 over the batches and step sizes: ties a store or certificate to this schedule."""
+        """SHA-256 over the batches and step sizes: ties a store or certificate to this schedule (computed once:
+        a schedule is immutable)."""
+        return self._digest
+
+    @cached_property
+    def _digest(self) -> str:
         h = hashlib.sha256()
         h.update(np.int64(self.n_train).tobytes())
         for b in self.batches:
