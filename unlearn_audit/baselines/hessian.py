@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from unlearn_audit.certify import lanczos_extremes
 from unlearn_audit.hfocu.curvature import make_curvature
 from unlearn_audit.models import FunctionalModel
 
@@ -263,39 +264,15 @@ def conjugate_gradient(matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.
 def extreme_eigenvalues(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, *, steps: int = 40,
                         seed: int = 0) -> tuple[float, float, str]:
     """(λ_min, λ_max) of a symmetric operator: the extreme Ritz values of ``steps`` Lanczos iterations with full
-    reorthogonalisation (exact once steps ≥ dim). A measured estimate: Ritz values lie inside the spectrum, so the
-    λ_min estimate is ≥ the true λ_min (optimistic) until it has converged; the method string says how many steps
-    and gives the Ritz residual ‖H y − θ y‖ of the smallest pair."""
-    steps = int(min(steps, dim))
-    gen = torch.Generator().manual_seed(int(seed))
-    Q = torch.zeros(steps, dim, dtype=DTYPE)
-    q = torch.randn(dim, generator=gen, dtype=DTYPE)
-    q /= q.norm()
-    alphas, betas = [], []
-    b = 0.0
-    for j in range(steps):
-        Q[j] = q
-        z = matvec(q)
-        a = float(q @ z)
-        alphas.append(a)
-        z = z - Q[:j + 1].T @ (Q[:j + 1] @ z)                  # full reorthogonalisation (twice is enough)
-        z = z - Q[:j + 1].T @ (Q[:j + 1] @ z)
-        b = float(z.norm())
-        if j == steps - 1 or b <= 1e-12 * max(abs(a), 1.0):
-            break
-        betas.append(b)
-        q = z / b
-    T = torch.diag(torch.tensor(alphas, dtype=DTYPE))
-    if betas:
-        off = torch.tensor(betas[:len(alphas) - 1], dtype=DTYPE)
-        T += torch.diag(off, 1) + torch.diag(off, -1)
-    ev, S = torch.linalg.eigh(T)
-    exact = len(alphas) >= dim or len(alphas) < steps
-    res = b * abs(float(S[-1, 0]))                            # ‖H y − θ y‖ of the smallest Ritz pair
-    how = "exact (Lanczos to an invariant subspace)" if exact else \
-        (f"Lanczos, {len(alphas)} steps (Ritz values; the lambda_min estimate is optimistic until converged; Ritz "
-         f"residual {res:.2g})")
-    return float(ev[0]), float(ev[-1]), how
+    reorthogonalisation (:func:`unlearn_audit.certify.lanczos_extremes`; exact once steps ≥ dim). A measured
+    estimate: Ritz values lie inside the spectrum, so the λ_min estimate is ≥ the true λ_min (optimistic) until it
+    has converged; the method string says how many steps and gives the Ritz residual ‖H y − θ y‖ of the smallest
+    pair."""
+    ex = lanczos_extremes(matvec, dim, steps=steps, seed=seed)
+    how = "exact (Lanczos to an invariant subspace)" if ex.exact else \
+        (f"Lanczos, {ex.steps} steps (Ritz values; the lambda_min estimate is optimistic until converged; Ritz "
+         f"residual {ex.res_min:.2g})")
+    return ex.lam_min, ex.lam_max, how
 
 
 def solve_with_damping(matvec, b, *, tol: float, maxiter: int | None, dim: int, floor: float = 1e-3,

@@ -1,15 +1,20 @@
 """Certification of HF-OCU unlearning (DESIGN §2.4): sensitivity bounds and Gaussian noise calibration/release."""
 
 from unlearn_audit.certify.aposteriori import (
+    MeasuredReplayTerms,
     NotCertifiable,
     ReplayTerms,
     a_posteriori_certificate,
     a_posteriori_recursion,
+    measured_certificate,
+    measured_recursion,
     plug_in_terms,
 )
 from unlearn_audit.certify.bounds import (
+    LanczosExtremes,
     SensitivityCertificate,
     forget_digest,
+    lanczos_extremes,
     power_iteration_rho,
     power_norm,
     recursion_certificate,
@@ -47,10 +52,15 @@ __all__ = [
     "SoftmaxRegressionConstants",
     "certificate_from_constants",
     "constants_from_dict",
+    "LanczosExtremes",
+    "MeasuredReplayTerms",
     "NotCertifiable",
     "ReplayTerms",
     "a_posteriori_certificate",
     "a_posteriori_recursion",
+    "lanczos_extremes",
+    "measured_certificate",
+    "measured_recursion",
     "plug_in_terms",
     "SensitivityCertificate",
     "analytic_gaussian_delta",

@@ -69,8 +69,9 @@ from unlearn_audit.certify.bounds import SensitivityCertificate, _const, _positi
 from unlearn_audit.certify.errors import CertificationError
 from unlearn_audit.training.schedule import Schedule
 
-__all__ = ["A_POSTERIORI_BOUND", "KAPPA_SOFTMAX", "NotCertifiable", "ReplayTerms", "a_posteriori_certificate",
-           "a_posteriori_recursion", "plug_in_terms", "unit_roundoff"]
+__all__ = ["A_POSTERIORI_BOUND", "A_POSTERIORI_MEASURED_BOUND", "KAPPA_SOFTMAX", "MeasuredReplayTerms",
+           "NotCertifiable", "ReplayTerms", "a_posteriori_certificate", "a_posteriori_recursion",
+           "measured_certificate", "measured_recursion", "plug_in_terms", "unit_roundoff"]
 
 KAPPA_SOFTMAX = 2.0 * math.sqrt(2.0) / (6.0 * math.sqrt(3.0))       # ≈ 0.2722
 A_POSTERIORI_BOUND = ("a-posteriori linearisation-error recursion (DESIGN 2.4b): eps_{t+1} = rho_t eps_t + eta_t "
@@ -213,6 +214,17 @@ def a_posteriori_recursion(terms: ReplayTerms, *, perturbation: str = "direction
     return RecursionOutcome(eps, growth, n_binding, sums)
 
 
+def _affine_scan(g: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """ε_0 = 0, ε_{t+1} = g_t ε_t + h_t (float64, overflow to inf allowed: the caller refuses it)."""
+    eps = np.zeros(len(g) + 1)
+    e = 0.0
+    with np.errstate(over="ignore", invalid="ignore"):
+        for t, (gt, ht) in enumerate(zip(np.asarray(g, np.float64).tolist(), np.asarray(h, np.float64).tolist())):
+            e = gt * e + ht
+            eps[t + 1] = e
+    return eps
+
+
 def _recursion_no_binding(terms: ReplayTerms, perturbation: str) -> RecursionOutcome:
     """The recursion when no per-sample clipping can bind (K_t empty): ε_{t+1} = g_t ε_t + h_t is affine in ε_t with
     coefficients that do not depend on ε, so they are computed for all steps at once and only the scalar affine
@@ -246,14 +258,8 @@ def _recursion_no_binding(terms: ReplayTerms, perturbation: str) -> RecursionOut
         + 2.0 * u * a[1:]
     inj = lrs * np.asarray(terms.injection, dtype=np.float64)
     proj = np.asarray(terms.proj_remainder, dtype=np.float64)
-    g = rho + lrs * P + 2.0 * u                           # ε_{t+1} = g_t ε_t + h_t
-    h = lrs * P * a[:T] + inj + proj + rnd_base
-    eps = np.zeros(T + 1)
-    e = 0.0
+    eps = _affine_scan(rho + lrs * P + 2.0 * u, lrs * P * a[:T] + inj + proj + rnd_base)
     with np.errstate(over="ignore", invalid="ignore"):
-        for t, (gt, ht) in enumerate(zip(g.tolist(), h.tolist())):
-            e = gt * e + ht
-            eps[t + 1] = e
         e_prev = eps[:T]
         out = {"contraction_loss": float(((rho - 1.0) * e_prev).sum()),
                "perturbation": float((lrs * P * (a[:T] + e_prev)).sum()), "injection": float(inj.sum()),
@@ -285,26 +291,7 @@ def a_posteriori_certificate(terms: ReplayTerms, schedule: Schedule, forget_posi
     gap = float(terms.state_gap) if terms.state_gap is not None else 0.0
     delta = eps_T + gap + terms.u * float(terms.state_norm)
     wc = None if worst_case is None else float(worst_case.sensitivity)
-    vast = math.isfinite(delta) and delta >= float(terms.state_norm) > 0
-    if not math.isfinite(delta) or (wc is not None and delta > wc) or vast:
-        above = np.nonzero(out.growth > 1.0)[0]
-        where = (f"the per-step growth factor rho_t + eta_t (P_t + K_t) exceeds 1 at {len(above)} of {terms.n_steps} "
-                 f"steps (first at step {int(above[0])}, max {float(out.growth.max()):.3g})" if len(above) else
-                 f"the accumulated first-order terms dominate (max growth factor {float(out.growth.max()):.3g})")
-        alt = (f"; the worst-case bound (privacy.bound = 'worst_case') certifies it at Delta = {wc:.4g}"
-               if wc is not None and math.isfinite(wc) else "")
-        clip = (f"; per-sample clipping may bind for {out.n_binding} retained record-steps (first-order cost)"
-                if out.n_binding else "")
-        if not math.isfinite(delta):
-            what = "is not finite"
-        elif wc is not None and delta > wc:
-            what = f"({delta:.4g}) exceeds the worst-case bound"
-        else:
-            what = (f"({delta:.4g}) exceeds the norm of the model itself ({float(terms.state_norm):.4g}): noise "
-                    "calibrated to it would drown the model")
-        raise NotCertifiable(
-            f"not certifiable in this regime: the a-posteriori bound on the linearisation error {what}: {where}"
-            f"{clip}{alt}; smaller step sizes (training.lr) or a larger lam make it certifiable")
+    _refuse_blow_up(delta, wc, float(terms.state_norm), out.growth, out.n_binding, terms.n_steps)
     mx = math.sqrt(terms.max_x2)
     constants = {
         "kappa": _const(KAPPA_SOFTMAX, "analytic",
@@ -407,3 +394,159 @@ def plug_in_terms(schedule: Schedule, forget_positions, *, lam: float, G: float,
                        clip_norm=None, projection=False, state_gap=None, state_norm=float(state_norm), u=float(u),
                        n_classes=int(n_classes), n_features=int(n_features), max_x2=float(x2_train.max()),
                        source="plug-in")
+
+
+def _refuse_blow_up(delta: float, wc: float | None, state_norm: float, growth: np.ndarray, n_binding: int,
+                    n_steps: int, *, remedy: str = "smaller step sizes (training.lr) or a larger lam make it "
+                                                  "certifiable") -> None:
+    """Raise NotCertifiable (with where and why) when Δ is not finite, exceeds the worst-case bound ``wc``, or
+    exceeds the model's own norm (noise calibrated to it would drown the model)."""
+    vast = math.isfinite(delta) and delta >= state_norm > 0
+    if math.isfinite(delta) and not (wc is not None and delta > wc) and not vast:
+        return
+    above = np.nonzero(growth > 1.0)[0]
+    where = (f"the per-step growth factor exceeds 1 at {len(above)} of {n_steps} steps (first at step "
+             f"{int(above[0])}, max {float(growth.max()):.3g})" if len(above) else
+             f"the accumulated first-order terms dominate (max growth factor "
+             f"{float(growth.max()) if len(growth) else 0.0:.3g})")
+    alt = (f"; the worst-case bound (privacy.bound = 'worst_case') certifies it at Delta = {wc:.4g}"
+           if wc is not None and math.isfinite(wc) else "")
+    clip = (f"; per-sample clipping may bind for {n_binding} retained record-steps (first-order cost)"
+            if n_binding else "")
+    if not math.isfinite(delta):
+        what = "is not finite"
+    elif wc is not None and delta > wc:
+        what = f"({delta:.4g}) exceeds the worst-case bound"
+    else:
+        what = (f"({delta:.4g}) exceeds the norm of the model itself ({state_norm:.4g}): noise calibrated to it "
+                "would drown the model")
+    raise NotCertifiable(f"not certifiable in this regime: the a-posteriori bound on the linearisation error {what}: "
+                         f"{where}{clip}{alt}; {remedy}")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# other models: the same recursion with measured constants (labelled measured, not rigorous)
+A_POSTERIORI_MEASURED_BOUND = ("a-posteriori linearisation-error recursion with MEASURED constants (not rigorous): "
+                               "eps_{t+1} = rho_t eps_t + eta_t [c_t (M/2)(||A_t|| + eps_t)||A_t|| + I_t] + r_t, "
+                               "eps_0 = 0, Delta = eps_T + state gap")
+
+
+@dataclass(frozen=True)
+class MeasuredReplayTerms:
+    """Per-step quantities of a replay of U's summed approximator for a model without analytic constants (MLP, CNN):
+    the §2.4b recursion with ρ_t and M measured along the replay instead of derived (all float64).
+
+    Per step t = 0..T-1 (``norm_A`` has T + 1 entries): lrs η_t; batch_sizes |B_t|; norm_A ‖A_t‖; injection
+    I_t = ‖(1/|B_t|) Σ_{u∈U∩B_t} ∇²ℓ_u(w_t) A_t‖ (exact, Hessian-vector products); retained c_t = |B_t\\U|/|B_t|;
+    lam_min/lam_max the extreme eigenvalues of the retained batch's mean Hessian at w_t (Lanczos Ritz values moved
+    outwards by their residuals); hess_lipschitz M_t = max over probe directions r ∈ {A_t, random of norm ‖A_t‖} of
+    ‖(H_N(w_t + r) − H_N(w_t)) A_t‖ / (‖r‖ ‖A_t‖) (NaN where A_t = 0); rounding ‖o_t‖ measured; ref_round the
+    retrain reference's rounding model. Scalars as in :class:`ReplayTerms`; ``lanczos_steps`` per step.
+    """
+
+    lrs: np.ndarray
+    batch_sizes: np.ndarray
+    norm_A: np.ndarray
+    injection: np.ndarray
+    retained: np.ndarray
+    lam_min: np.ndarray
+    lam_max: np.ndarray
+    hess_lipschitz: np.ndarray
+    rounding: np.ndarray
+    ref_round: np.ndarray
+    state_gap: float | None
+    state_norm: float
+    u: float
+    lanczos_steps: int
+    model: str = "generic"
+
+    @property
+    def n_steps(self) -> int:
+        return int(len(self.lrs))
+
+    @property
+    def rho(self) -> np.ndarray:
+        """ρ_t = ‖I − η_t c_t H_N‖ = max(|1 − η_t c_t λ_min|, |1 − η_t c_t λ_max|) from the measured extremes."""
+        step = self.lrs * self.retained
+        return np.maximum(np.abs(1.0 - step * self.lam_min), np.abs(1.0 - step * self.lam_max))
+
+    @property
+    def M(self) -> float:
+        """The Hessian-Lipschitz constant used: the largest M_t measured along the replay."""
+        m = self.hess_lipschitz[np.isfinite(self.hess_lipschitz)]
+        return float(m.max()) if m.size else 0.0
+
+
+def measured_recursion(terms: MeasuredReplayTerms) -> RecursionOutcome:
+    """ε_{t+1} = ρ_t ε_t + η_t [c_t (M/2)(‖A_t‖ + ε_t)‖A_t‖ + I_t] + ‖o_t‖ + s_t + 2u(‖A_{t+1}‖ + ε_t): the
+    §2.4b recursion, an affine scalar loop (coefficients for all steps at once)."""
+    T = terms.n_steps
+    lrs, a, u = np.asarray(terms.lrs, np.float64), np.asarray(terms.norm_A, np.float64), float(terms.u)
+    rho = terms.rho
+    P = terms.retained * terms.M / 2.0 * a[:T]
+    rounding = np.asarray(terms.rounding, np.float64)
+    rnd = np.where(np.isfinite(rounding), rounding, 0.0) + np.asarray(terms.ref_round, np.float64) + 2.0 * u * a[1:]
+    inj = lrs * np.asarray(terms.injection, np.float64)
+    growth = rho + lrs * P
+    eps = _affine_scan(growth + 2.0 * u, lrs * P * a[:T] + inj + rnd)
+    with np.errstate(over="ignore", invalid="ignore"):
+        e_prev = eps[:T]
+        sums = {"contraction_loss": float(((rho - 1.0) * e_prev).sum()),
+                "perturbation": float((lrs * P * (a[:T] + e_prev)).sum()), "injection": float(inj.sum()),
+                "clipping": 0.0, "projection": 0.0, "rounding": float((rnd + 2.0 * u * e_prev).sum())}
+    return RecursionOutcome(eps, growth, 0, sums)
+
+
+def measured_certificate(terms: MeasuredReplayTerms, schedule: Schedule, forget_positions, *,
+                         worst_case: SensitivityCertificate | None = None) -> SensitivityCertificate:
+    """Δ(U) from :func:`measured_recursion`, every constant labelled measured (an estimate, not a proof: Lanczos
+    Ritz values and finite-difference Hessian-Lipschitz probes can miss the worst direction). Raises NotCertifiable
+    as :func:`a_posteriori_certificate` does."""
+    pos = _positions(schedule, forget_positions)
+    if terms.n_steps != schedule.n_steps:
+        raise CertificationError(f"the replay has {terms.n_steps} steps, the schedule {schedule.n_steps}")
+    out = measured_recursion(terms)
+    eps_T = float(out.eps[-1])
+    gap = float(terms.state_gap) if terms.state_gap is not None else 0.0
+    delta = eps_T + gap + terms.u * float(terms.state_norm)
+    wc = None if worst_case is None else float(worst_case.sensitivity)
+    _refuse_blow_up(delta, wc, float(terms.state_norm), out.growth, 0, terms.n_steps,
+                    remedy="smaller step sizes (training.lr), a larger lam or fewer deletions per release make it "
+                           "certifiable; a non-convex model whose Hessian has negative eigenvalues grows the error "
+                           "at every step")
+    rho = terms.rho
+    constants = {
+        "rho_max": _const(float(rho.max()) if terms.n_steps else 0.0, "measured",
+                          f"max_t ||I - eta_t c_t H_N(w_t)||: extreme eigenvalues of the retained batch's mean "
+                          f"Hessian at every recorded w_t by Lanczos ({terms.lanczos_steps} steps, Ritz values moved "
+                          "outwards by their residuals); at w_t, not along the segment to the retrain"),
+        "lam_min": _const(float(np.min(terms.lam_min)) if terms.n_steps else 0.0, "measured",
+                          "smallest retained-batch Hessian eigenvalue seen (negative: non-convex, the error grows)"),
+        "M": _const(terms.M, "measured",
+                    "Hessian-Lipschitz constant: max_t over probe directions r in {A_t, random of norm ||A_t||} of "
+                    "||(H_N(w_t + r) - H_N(w_t)) A_t|| / (||r|| ||A_t||) (finite differences along the replay)"),
+        "max_A": _const(float(np.max(terms.norm_A)), "measured",
+                        "max_t ||A_t||, A_t replayed in float64 along the recorded trajectory"),
+        "injection_sum": _const(out.terms["injection"], "measured",
+                                "sum_t eta_t ||(1/|B_t|) sum_{u in U cap B_t} Hess l_u(w_t) A_t|| (exact HVPs)"),
+        "perturbation_sum": _const(out.terms["perturbation"], "measured",
+                                   "sum_t eta_t c_t (M/2)(||A_t|| + eps_t) ||A_t||"),
+        "rounding_sum": _const(out.terms["rounding"], "analytic",
+                               "measured float rounding of the recorded original steps plus a probabilistic float "
+                               f"model of the retrain reference's rounding (unit round-off u = {terms.u:.3g})"),
+        "state_gap": _const(gap, "measured",
+                            "||A_T(float64 replay) - approximator sum actually added (stored)||"
+                            if terms.state_gap is not None else "not measured (no stored sum given)"),
+        "eps_T": _const(eps_T, "measured", "the recursion's value at T"),
+        "max_growth": _const(float(out.growth.max()) if terms.n_steps else 0.0, "measured",
+                             "max_t rho_t + eta_t c_t (M/2)||A_t||: above 1 the recursion amplifies"),
+        "data_dependent": _const(1.0, "analytic",
+                                 "Delta depends on the training data and on U (a data-dependent bound): the sigma "
+                                 "calibrated to it can itself reveal something about them"),
+    }
+    if wc is not None:
+        constants["worst_case_Delta"] = _const(wc, "measured", "the DESIGN 2.4 first-order bound 2 b_T, same U")
+    return SensitivityCertificate(
+        bound=A_POSTERIORI_MEASURED_BOUND, sensitivity=float(delta), constants=constants,
+        schedule_digest=schedule.digest(), forget_digest=forget_digest(pos), n_forget=int(pos.size),
+        model=terms.model)

@@ -21,9 +21,11 @@ from typing import Any, Callable, Mapping, Union
 import numpy as np
 
 from unlearn_audit.certify.aposteriori import (
+    MeasuredReplayTerms,
     NotCertifiable,
     ReplayTerms,
     a_posteriori_certificate,
+    measured_certificate,
     plug_in_terms,
     unit_roundoff,
 )
@@ -135,14 +137,17 @@ BOUNDS = ("a_posteriori", "worst_case")
 
 def certificate_from_constants(schedule: Schedule, forget_positions, constants: CertificateConstants, *,
                                order: str = "propagate_first", bound: str = "worst_case",
-                               replay: Callable[[np.ndarray], ReplayTerms] | None = None) -> SensitivityCertificate:
+                               replay: Callable[[np.ndarray], ReplayTerms | MeasuredReplayTerms] | None = None
+                               ) -> SensitivityCertificate:
     """Δ(U) for U = ``forget_positions`` (training positions) on ``schedule``, from the run's constants.
 
     ``order``: the approximators' update order (``inject_first`` changes the approximator half of the bound).
-    ``bound``: ``worst_case`` (DESIGN §2.4, the first-order recursion 2 b_T) or ``a_posteriori`` (§2.4b, softmax
-    regression; other models get the worst-case recursion with their measured constants). The a-posteriori bound
-    uses ``replay(positions)`` (the engine's float64 replay of U along the recorded trajectory) when given, else the
-    plug-in variant ‖A_t‖ ≤ b_t from the constants alone (looser; refused with binding clipping or projection).
+    ``bound``: ``worst_case`` (DESIGN §2.4, the first-order recursion 2 b_T) or ``a_posteriori`` (§2.4b). The
+    a-posteriori bound uses ``replay(positions)`` (the engine's float64 replay of U along the recorded trajectory)
+    when given: :class:`ReplayTerms` for softmax regression (rigorous), :class:`MeasuredReplayTerms` for other models
+    (the same recursion with measured constants, labelled measured). Without a replay, softmax regression gets the
+    plug-in variant ‖A_t‖ ≤ b_t from the constants alone (looser; refused with binding clipping or projection) and
+    other models the worst-case recursion with their measured constants.
     Raises CertificationError for batch-gradient clipping (not covered by the per-sample bound), bad constants, or a
     bound that overflows; NotCertifiable when the a-posteriori recursion blows up (the message names the worst-case
     alternative).
@@ -150,16 +155,18 @@ def certificate_from_constants(schedule: Schedule, forget_positions, constants: 
     if bound not in BOUNDS:
         raise CertificationError(f"bound must be one of {', '.join(BOUNDS)}, got {bound!r}")
     worst = _worst_case(schedule, forget_positions, constants, order=order)
-    if bound == "worst_case" or not isinstance(constants, SoftmaxRegressionConstants):
+    if bound == "worst_case" or (not isinstance(constants, SoftmaxRegressionConstants) and replay is None):
         return worst
     if order != "propagate_first":
         raise CertificationError("the a-posteriori bound certifies the derivation's order (propagate, then inject); "
                                  "with order 'inject_first' use bound 'worst_case'")
     pos = np.unique(np.asarray(forget_positions, dtype=np.int64).reshape(-1))
-    if replay is not None:
-        terms = replay(pos)
-    else:
-        terms = _plug_in(schedule, pos, constants, worst)
+    if replay is None:
+        assert isinstance(constants, SoftmaxRegressionConstants)
+        return a_posteriori_certificate(_plug_in(schedule, pos, constants, worst), schedule, pos, worst_case=worst)
+    terms = replay(pos)
+    if isinstance(terms, MeasuredReplayTerms):
+        return measured_certificate(terms, schedule, pos, worst_case=worst)
     return a_posteriori_certificate(terms, schedule, pos, worst_case=worst)
 
 

@@ -309,3 +309,131 @@ def _replay_plain_softmax(model: FunctionalModel, sgd: SGDConfig, schedule, cach
         retained_gnorm=None, proj_remainder=np.zeros(T), rounding=cache.rounding, ref_round=cache.ref_round,
         lam=lam, clip_norm=None, projection=False, state_gap=gap, state_norm=float((cache.final + A_flat).norm()),
         u=cache.u, n_classes=C, n_features=D1 - 1, max_x2=float(cache.x2.max()), source="replay"), A_flat
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# replay with measured constants, for models without analytic ones (MLP, CNN; DESIGN §2.4b "other models")
+@dataclass
+class MeasuredCache:
+    """The U-independent part of the measured replay (float64, CPU): per step w_t, the Lanczos extremes of the whole
+    batch's mean Hessian (the retained batch when U misses the step), the measured rounding ‖o_t‖ of the recorded
+    step and the retrain reference's rounding model s_t."""
+
+    weights: list
+    extremes: list
+    rounding: np.ndarray
+    ref_round: np.ndarray
+    final: torch.Tensor
+    u: float
+    lanczos_steps: int
+
+
+def _lanczos_outwards(op, ctx, dim: int, steps: int, start=None):
+    from unlearn_audit.certify import lanczos_extremes
+
+    ex = lanczos_extremes(lambda v: op.apply(ctx, v[None])[0], dim, steps=steps, start=start)
+    return ex, ex.lam_min - ex.res_min, ex.lam_max + ex.res_max
+
+
+def measured_cache(model: FunctionalModel, sgd: SGDConfig, x: torch.Tensor, y: torch.Tensor, schedule, weights,
+                   final_weights: torch.Tensor, *, train_dtype: str = "float32", lanczos_steps: int = 12
+                   ) -> MeasuredCache:
+    """Precompute :class:`MeasuredCache` (``weights[t]`` = w_t as recorded, ``final_weights`` = w_T). Lanczos at
+    step t starts from step t − 1's Ritz vector (neighbouring Hessians are close)."""
+    from unlearn_audit.certify.aposteriori import rounding_gamma, unit_roundoff
+    from unlearn_audit.training.sgd import update_map
+
+    dt = torch.float64
+    op = make_curvature(model, sgd.lam, "exact")
+    X, Y = x.detach().to("cpu", dt), y.detach().cpu()
+    u = unit_roundoff(train_dtype)
+    T = schedule.n_steps
+    ws, ext = [], []
+    rounding, ref_round = np.zeros(T), np.zeros(T)
+    start = None
+    for t, (pos, lr) in enumerate(zip(schedule.batches, schedule.lrs)):
+        pt = torch.as_tensor(pos)
+        w = weights[t].detach().to("cpu", dt)
+        ctx = op.prepare(w, X[pt], Y[pt])
+        ex, lo, hi = _lanczos_outwards(op, ctx, model.dim, lanczos_steps, start)
+        start = ex.ritz_min
+        ws.append(w)
+        ext.append((lo, hi))
+        w_next = (weights[t + 1] if t + 1 < T else final_weights).detach().to("cpu", dt)
+        with torch.no_grad():
+            exact = update_map(model, sgd, float(lr), X[pt], Y[pt], float(len(pos)))(w)
+        rounding[t] = float((exact - w_next).norm())
+        gbar = float(op.per_sample_grads(ctx).norm(dim=1).mean())
+        ref_round[t] = 2.0 * u * float(w_next.norm()) + rounding_gamma(model.dim + len(pos), u) * float(lr) * gbar
+    return MeasuredCache(ws, ext, rounding, ref_round, final_weights.detach().to("cpu", dt), u, lanczos_steps)
+
+
+def replay_measured_terms(model: FunctionalModel, sgd: SGDConfig, x: torch.Tensor, y: torch.Tensor, schedule,
+                          cache: MeasuredCache, forget_positions, *, stored_sum: torch.Tensor | None = None,
+                          seed: int = 0):
+    """Replay U's summed approximator along the recorded trajectory in float64 for any model (autodiff Hessian-vector
+    products, plain SGD) and measure what the §2.4b recursion needs: ‖A_t‖, the exact injection-step term, the
+    retained batch's extreme Hessian eigenvalues at steps U touches (Lanczos, warm-started from the cache), and the
+    Hessian-Lipschitz probes M_t. Returns (:class:`~unlearn_audit.certify.aposteriori.MeasuredReplayTerms`, A_T)."""
+    from unlearn_audit.certify.aposteriori import MeasuredReplayTerms
+    from unlearn_audit.certify.errors import CertificationError
+
+    if sgd.clip != "none" or sgd.weight_norm_bound is not None:
+        raise CertificationError("the measured a-posteriori replay covers plain SGD (no clipping, no projection)")
+    dt = torch.float64
+    op = make_curvature(model, sgd.lam, "exact")
+    X, Y = x.detach().to("cpu", dt), y.detach().cpu()
+    forget = np.zeros(schedule.n_train, dtype=bool)
+    forget[np.asarray(forget_positions, dtype=np.int64)] = True
+    T, d = schedule.n_steps, model.dim
+    gen = torch.Generator().manual_seed(int(seed))
+    norm_A, injection, retained = np.zeros(T + 1), np.zeros(T), np.ones(T)
+    lam_min = np.array([e[0] for e in cache.extremes], dtype=np.float64)
+    lam_max = np.array([e[1] for e in cache.extremes], dtype=np.float64)
+    M = np.full(T, np.nan)
+    A = torch.zeros(d, dtype=dt)
+    active = False
+    for t, (pos, lr) in enumerate(zip(schedule.batches, schedule.lrs)):
+        lr = float(lr)
+        w = cache.weights[t]
+        b = len(pos)
+        hit = forget[pos]
+        nh = int(hit.sum())
+        keep_pos = torch.as_tensor(pos[~hit])
+        retained[t] = (b - nh) / b
+        ctx_b = op.prepare(w, X[torch.as_tensor(pos)], Y[torch.as_tensor(pos)])
+        ctx_u = op.prepare(w, X[torch.as_tensor(pos[hit])], Y[torch.as_tensor(pos[hit])]) if nh else None
+        ctx_n = op.prepare(w, X[keep_pos], Y[keep_pos]) if nh and b > nh else (ctx_b if not nh else None)
+        if nh and ctx_n is not None:                                  # the retained batch differs from B_t
+            _, lam_min[t], lam_max[t] = _lanczos_outwards(op, ctx_n, d, cache.lanczos_steps)
+        if active:
+            a_norm = float(A.norm())
+            norm_A[t] = a_norm
+            HB = op.apply(ctx_b, A[None])[0]                          # mean over B_t, λA included
+            if ctx_u is not None:
+                HU = op.apply(ctx_u, A[None])[0]                      # mean over U ∩ B_t, λA included
+                injection[t] = float((nh * HU).norm()) / b
+                HN = (b * HB - nh * HU) / (b - nh) if b > nh else None
+            else:
+                HN = HB
+            if HN is not None and ctx_n is not None and a_norm > 0:
+                r = torch.randn(d, generator=gen, dtype=dt)
+                r = r * (a_norm / float(r.norm()))
+                probes = []
+                for direction in (A, r):
+                    shifted = op.prepare(w + direction, ctx_n.x, ctx_n.y)
+                    probes.append(float((op.apply(shifted, A[None])[0] - HN).norm()) / (a_norm * a_norm))
+                M[t] = max(probes)
+            A = A - lr * HB
+        if nh:
+            assert ctx_u is not None
+            A = A + (lr / b) * op.per_sample_grads(ctx_u).sum(0)
+            active = True
+    norm_A[T] = float(A.norm())
+    gap = None if stored_sum is None else float((A - stored_sum.detach().to("cpu", dt).reshape(-1)).norm())
+    return MeasuredReplayTerms(
+        lrs=np.asarray(schedule.lrs, dtype=np.float64), batch_sizes=schedule.batch_sizes().astype(np.float64),
+        norm_A=norm_A, injection=injection, retained=retained, lam_min=lam_min, lam_max=lam_max, hess_lipschitz=M,
+        rounding=cache.rounding, ref_round=cache.ref_round, state_gap=gap,
+        state_norm=float((cache.final + A).norm()), u=cache.u, lanczos_steps=cache.lanczos_steps,
+        model=model.kind), A

@@ -29,7 +29,7 @@ from unlearn_audit.common import check_record_ids
 from unlearn_audit.hfocu.constants import TrajectoryProbe, run_constants
 from unlearn_audit.hfocu.layouts import Layout, Replay, make_layout
 from unlearn_audit.hfocu.recursion import Order
-from unlearn_audit.hfocu.replay import BoundCache, WeightTrajectory
+from unlearn_audit.hfocu.replay import BoundCache, MeasuredCache, WeightTrajectory
 from unlearn_audit.models import FunctionalModel
 from unlearn_audit.models.functional import weights_hash
 from unlearn_audit.training import SGDConfig, TrainResult, resolve_device, train_sgd
@@ -137,9 +137,9 @@ class HFOCUUnlearner:
         self.curvature_name_ = layout.curvature_name
         self.probe_ = TrajectoryProbe.for_run(len(x), self.sgd)
         hooks = ([] if self.model.kind == "softmax" else [self.probe_]) + layout.hooks()
-        self.bound_cache_: BoundCache | None = None
+        self.bound_cache_: BoundCache | MeasuredCache | None = None
         self.weight_trajectory_ = None
-        if self.model.kind == "softmax" and self.bound == "a_posteriori" and not isinstance(layout, Replay):
+        if self.bound == "a_posteriori" and not isinstance(layout, Replay) and self._replay_certifiable(len(x)):
             self.weight_trajectory_ = WeightTrajectory()        # w_t for the a-posteriori certificate's replay
             hooks.append(self.weight_trajectory_)
         start = time.perf_counter()
@@ -260,7 +260,7 @@ class HFOCUUnlearner:
         bound = self.bound if bound is None else bound
         whole_state = record_ids is None
         replay = None
-        if bound == "a_posteriori" and self.model.kind == "softmax" and self._recorded_weights() is not None:
+        if bound == "a_posteriori" and self._recorded_weights() is not None:
             replay = lambda p: self._replay_terms(p, whole_state)          # noqa: E731
         return certificate_from_constants(self.schedule_, pos, self.certificate_constants(), order=self.order,
                                           bound=bound, replay=replay)
@@ -273,18 +273,44 @@ class HFOCUUnlearner:
                 return traj.weights
         return None
 
+    #: recorded weights kept for the measured a-posteriori certificate of models without analytic constants, at most
+    #: this many bytes (T·d float32); larger runs get the worst-case bound with measured constants
+    TRAJECTORY_BUDGET_BYTES = 1 << 30
+
+    def _replay_certifiable(self, n_train: int) -> bool:
+        """Whether this fit keeps the trajectory for the a-posteriori replay: always for softmax regression; for other
+        models only when smooth (a Hessian-Lipschitz constant exists: no ReLU or max-pool kinks), trained by plain SGD
+        (the measured replay covers no clipping or projection) and within the memory budget. Otherwise the
+        certificate is the worst-case recursion with measured constants."""
+        if self.model.kind == "softmax":
+            return True
+        if not self.model.smooth or self.sgd.clip != "none" or self.sgd.weight_norm_bound is not None:
+            return False
+        steps = self.sgd.epochs * -(-int(n_train) // self.sgd.batch_size)
+        return steps * self.model.dim * 4 <= self.TRAJECTORY_BUDGET_BYTES
+
     def _replay_terms(self, pos: np.ndarray, whole_state: bool):
         """The a-posteriori certificate's replay of U = ``pos`` along the recorded trajectory (float64), with the
-        gap to what was actually added to the state (the whole state, or the approximator sum of ``pos``)."""
-        from unlearn_audit.hfocu.replay import bound_cache, replay_bound_terms
+        gap to what was actually added to the state (the whole state, or the approximator sum of ``pos``): the
+        rigorous softmax replay, or the measured replay for other models."""
+        from unlearn_audit.hfocu.replay import bound_cache, measured_cache, replay_bound_terms, replay_measured_terms
 
-        if self.bound_cache_ is None:
-            self.bound_cache_ = bound_cache(self.model, self.sgd, self.x_, self.y_, self.schedule_,
-                                            self._recorded_weights(), self.weights_, train_dtype=str(self.dtype))
         if whole_state:
             stored = self.state_.detach().double() - self.weights_.detach().double()
         else:
             stored = self.approximator_sum(self.ids_[pos].tolist()).double()
+        if self.model.kind != "softmax":
+            if self.bound_cache_ is None:
+                self.bound_cache_ = measured_cache(self.model, self.sgd, self.x_, self.y_, self.schedule_,
+                                                   self._recorded_weights(), self.weights_,
+                                                   train_dtype=str(self.dtype))
+            assert isinstance(self.bound_cache_, MeasuredCache)
+            return replay_measured_terms(self.model, self.sgd, self.x_, self.y_, self.schedule_, self.bound_cache_,
+                                         pos, stored_sum=stored)[0]
+        if self.bound_cache_ is None:
+            self.bound_cache_ = bound_cache(self.model, self.sgd, self.x_, self.y_, self.schedule_,
+                                            self._recorded_weights(), self.weights_, train_dtype=str(self.dtype))
+        assert isinstance(self.bound_cache_, BoundCache)
         return replay_bound_terms(self.model, self.sgd, self.schedule_, self.bound_cache_, pos, stored_sum=stored)[0]
 
     def release(self, *, epsilon: float, delta: float, seed: int, mechanism: str = "analytic"

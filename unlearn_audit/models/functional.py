@@ -37,13 +37,18 @@ class FunctionalModel:
     The flat layout is the concatenation of ``module.named_parameters()`` in order, each flattened row-major.
     ``options``: the settings ``kind`` was built with (:func:`~unlearn_audit.models.build_model` fills it), so a
     saved run can say how to rebuild the model.
+    ``smooth``: the loss is three times continuously differentiable in the weights (no ReLU, max-pool or other
+    kinks), so its Hessian is Lipschitz and the a-posteriori certificate's measured recursion applies; False (the
+    safe default) keeps a model on the worst-case bound. Measured on a ReLU CNN (mnist5000, n = 200): the
+    linearisation error was 0.75 ‖Δ‖ after 8 steps, far above any Hessian-Lipschitz estimate.
     """
 
     def __init__(self, module: nn.Module, kind: str, input_shape: tuple[int, ...], n_classes: int,
-                 options: dict | None = None):
+                 options: dict | None = None, *, smooth: bool = False):
         check_per_sample_loss(module)
         self.module = module
         self.kind = kind
+        self.smooth = bool(smooth)
         self.options = dict(options or {})           # the build options of ``kind`` (e.g. ``hidden`` of the MLP)
         self.input_shape = tuple(input_shape)
         self.n_classes = int(n_classes)

@@ -123,6 +123,10 @@ MODEL_KINDS = {
 _IMAGE_MODELS = ("cnn", "lenet5", "resnet18")
 
 
+#: zoo models whose loss is smooth in the weights (tanh, no kinks): the a-posteriori certificate applies to them
+SMOOTH_KINDS = frozenset({"softmax", "mlp"})
+
+
 def build_model(kind: str, input_shape: tuple[int, ...], n_classes: int, *, seed: int = 0,
                 hidden: int = 64, zero_init: bool = False) -> FunctionalModel:
     """Build a model of ``kind`` with deterministic initialisation from ``seed``."""
@@ -152,7 +156,7 @@ def build_model(kind: str, input_shape: tuple[int, ...], n_classes: int, *, seed
     module.eval()
     if kind in _IMAGE_MODELS:
         return FunctionalModel(_Reshape(module, tuple(input_shape)), kind, tuple(input_shape), n_classes, options)
-    return FunctionalModel(module, kind, tuple(input_shape), n_classes, options)
+    return FunctionalModel(module, kind, tuple(input_shape), n_classes, options, smooth=kind in SMOOTH_KINDS)
 
 
 class _Reshape(nn.Module):
