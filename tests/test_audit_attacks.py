@@ -290,11 +290,13 @@ def test_lira_shadows_use_the_targets_own_architecture(kind, data, cache_dir):
 
 
 def test_vacuous_certificate_is_inconclusive_not_a_crash(cache_dir):
-    """A non-convex model at a large step size: the measured ρ_t > 1 compounds into Δ ≈ 1e76, σ leaves the float
-    range and the release is not finite. The audit must not crash (sweep included) nor pass: the attacks on the
-    release refuse with the reason, and the verdict fails the release question as a vacuous certificate."""
+    """A non-convex model at a large step size under the worst-case bound (the a-posteriori one refuses this regime
+    as not certifiable): the measured ρ_t > 1 compounds into Δ ≈ 1e76, σ leaves the float range and the release is
+    not finite. The audit must not crash (sweep included) nor pass: the attacks on the release refuse with the
+    reason, and the verdict fails the release question as a vacuous certificate."""
     cfg = config_from_dict({"seed": 0, "data": {"max_train": 150}, "model": {"kind": "mlp", "hidden": 16},
                             "training": {"epochs": 80, "lr": 3.0, "decay": 1.0, "lam": 1e-6},
+                            "privacy": {"bound": "worst_case"},
                             "unlearning": {"mode": "candidates", "forget_fraction": 0.1},
                             "audit": {"attacks": ["loss"], "sweep_sigmas": [0.0, 0.1], "pairs": 8, "bootstrap": 200,
                                       "shadow_cache_dir": str(cache_dir)}})

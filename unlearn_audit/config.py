@@ -231,8 +231,11 @@ class PrivacyConfig(_Section):
     Hessian-vector products per release); data-dependent, tight (typically 1.5–30× the actual distance to retraining);
     a regime where its recursion blows up (large step sizes, small λ, binding per-sample clipping) is reported as not
     certifiable, never given an astronomical σ. worst_case (DESIGN §2.4): the first-order recursion 2·b_T with
-    worst-case gradient norms, about 1000× the actual distance. Other models use the worst-case recursion with
-    measured constants either way."""
+    worst-case gradient norms, about 1000× the actual distance. Smooth models without analytic constants (the tanh
+    MLP, trained by plain SGD) get the same a-posteriori recursion with measured constants (Lanczos on the retained
+    batch's Hessian, finite-difference Hessian-Lipschitz probes along the replay), labelled measured, not rigorous;
+    models with kinks (ReLU, max-pool: cnn, lenet5, resnet18), clipping or projection use the worst-case recursion
+    with measured constants."""
 
     @model_validator(mode="after")
     def _classic_range(self):
