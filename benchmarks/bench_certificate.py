@@ -391,7 +391,8 @@ def _write_window(res: dict) -> None:
     worst = max(res["rows"], key=lambda r: r["min_gain_orth"])
     L += ["", f"Result: the largest gain is a ratio of {best['min_gain_orth']:.4f} over {best['window']} steps "
           f"({best['dataset']}, d = {best['dim']}, flat directions removed): the window's norm is "
-          f"{100 * (1 - best['min_gain_orth']):.1f} % below the product of the per-step bounds over those steps; on {worst['dataset']} (d = {worst['dim']}) the ratio is {worst['min_gain_orth']:.6f}. Some "
+          f"{100 * (1 - best['min_gain_orth']):.1f} % below the product of the per-step bounds over those steps; "
+          f"on {worst['dataset']} (d = {worst['dim']}) the ratio is {worst['min_gain_orth']:.6f}. Some "
           "direction is curved by the λ term alone at almost every step (a batch's data Hessian has rank at most "
           "|B|(K − 1), below d), so the worst direction contracts by about ∏(1 − η_s λ), which ρ_t already "
           "charges. A windowed bound cannot gain more than this before its own M‖Δ‖ perturbation, so it is not "
