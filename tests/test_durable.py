@@ -81,8 +81,9 @@ def test_trained_run_roundtrip_and_certificate_matches_unlearner(fitted, saved):
     assert np.array_equal(run.approximator_rows(np.arange(run.n_approximators)), fitted.approximators_.numpy())
     assert list(run.record_ids) == list(fitted.ids_) and run.schedule.digest() == fitted.schedule_.digest()
     ids = [str(r) for r in fitted.ids_[[4, 9, 77]]]
-    # one certificate path: the same constants give the same bound (a trained run has no weight trajectory, so its
-    # a-posteriori bound is the plug-in form; the unlearner's replayed one is tighter and both cover the same U)
+    # one certificate path: the same constants give the same bound (this run was saved without the config that
+    # rebuilds its training data, so its a-posteriori bound is the plug-in form; the unlearner's replayed one is
+    # tighter and both cover the same U; tests/test_trained_run_certificate.py: with the config, they are equal)
     pos = run.positions(ids)
     assert run.bound == fitted.bound == "a_posteriori"
     assert run.certificate(pos).to_dict() == certificate_from_constants(
@@ -93,7 +94,9 @@ def test_trained_run_roundtrip_and_certificate_matches_unlearner(fitted, saved):
     assert worst.to_dict() == fitted.certificate(ids, bound="worst_case").to_dict()
     assert np.allclose(run.approximator_sum(run.positions(ids)), fitted.approximator_sum(ids).double().numpy())
     files = sorted(p.name for p in saved.iterdir())
-    assert files == sorted(["manifest.json", "spec.json", "weights.npy", "record_ids.npy", "schedule.npz", "store"])
+    assert files == sorted(["manifest.json", "spec.json", "weights.npy", "record_ids.npy", "schedule.npz", "store",
+                            "trajectory.npy"])
+    assert run.replay_unavailable == "the trained run records no config to rebuild its training data"
     for npy in list(saved.glob("*.npy")) + list(saved.glob("store/**/*.npy")):  # plain arrays, no pickle
         np.load(npy, allow_pickle=False)
 

@@ -66,7 +66,8 @@ def execute_audit(cfg: AuditConfig, out_dir: Path, *, force: bool = False, pdf: 
             write_key(tmp, artefacts.context.record_id_key)
         # The trained model and its approximators, so `unlearn-audit forget RUN_DIR` can serve deletion requests.
         if artefacts.context is not None and artefacts.context.unlearner.mode != "replay":
-            save_trained_run(tmp / "trained_run", artefacts.context.unlearner)
+            save_trained_run(tmp / "trained_run", artefacts.context.unlearner,
+                             data_config=cfg.model_dump(mode="json"))
         if progress:
             progress("writing report", 0, 1)
         write_report(tmp, results, pdf=pdf)

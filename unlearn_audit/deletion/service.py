@@ -129,6 +129,8 @@ class ForgetReceipt:
                  f"  sensitivity Delta={self.sensitivity:.6g}  sigma={self.sigma:.6g}",
                  f"  bound: {c.get('bound', '?')} [{c.get('constants_kind', '?')}, {c.get('model', '?')}, "
                  f"reference retrain: {c.get('reference', '?')}]"]
+        if c.get("plug_in_because"):
+            lines.append(f"  (plug-in form, looser than the audit's replay: {c['plug_in_because']})")
         consts = c.get("constants", {})
         if consts:
             lines.append("  constants: " + ", ".join(f"{k}={v['value']:.4g} ({v['source']})"
@@ -354,6 +356,8 @@ class DurableUnlearner:
         cert_json = {**cert.to_dict(), "epsilon": float(epsilon), "delta": float(delta), "mechanism": mechanism,
                      "sigma": sigma, "request_records": len(ids), "deleted_total": len(union),
                      "requests_total": self._n_applied + 1}
+        if self.run.replay_unavailable and "plug-in" in cert.bound:
+            cert_json["plug_in_because"] = self.run.replay_unavailable
         capacity = self.capacity(union, sigma, epsilon=epsilon, delta=delta, mechanism=mechanism)
         if capacity is not None:
             cert_json["capacity"] = capacity

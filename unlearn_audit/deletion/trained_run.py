@@ -6,8 +6,14 @@ batch schedule, a JSON spec (model, SGD settings, the certificate constants) and
 file. No pickle anywhere (``np.load(allow_pickle=False)``). Written by the audit (``save_trained_run``) and by the
 sharded precompute (``finish_trained_run`` around the store its processes wrote); read by ``load_trained_run``.
 
-    trained_run/  manifest.json  spec.json  weights.npy  record_ids.npy  schedule.npz
+    trained_run/  manifest.json  spec.json  weights.npy  record_ids.npy  schedule.npz  [trajectory.npy]
                   store/  manifest.json  ids.json  positions.npy  shard-00000/chunk-000000.npy ...
+
+``trajectory.npy`` (optional): the recorded weights w_0..w_{T-1} (T × d, the training dtype), kept when the
+a-posteriori certificate can replay this model (softmax regression; smooth models within a memory budget). With it,
+and the training data rebuilt from the config recorded in ``spec.training_data`` (checked against its digest),
+``forget`` certifies each release with the same replayed bound as the audit; without either, the a-posteriori bound
+takes its plug-in form (looser: 11x at one deleted record on the default digits run, not certifiable at 11).
 
 The store's rows are the tracked training positions (all of them for mode ``all``, the declared candidates for
 ``candidates``); ``record_ids.npy`` holds the id of every training position, so an id without an approximator is told
@@ -25,6 +31,7 @@ from pathlib import Path
 from typing import Union
 
 import numpy as np
+import torch
 
 from unlearn_audit.certify import (
     CertificateConstants,
@@ -35,6 +42,7 @@ from unlearn_audit.certify import (
 )
 from unlearn_audit.common import array_sha256, atomic_write, file_sha256, fsync_path, json_digest
 from unlearn_audit.deletion.errors import DurableError, TrainedRunError
+from unlearn_audit.hfocu.replay import certificate_replay_terms, replay_supported
 from unlearn_audit.hfocu.store import ApproximatorStore, StoreError
 from unlearn_audit.models import FunctionalModel
 from unlearn_audit.training import SGDConfig
@@ -48,6 +56,7 @@ FORMAT_VERSION = 2
 TRAINED_RUN_DIR = "trained_run"
 STORE_DIR = "store"
 _FILES = ("weights.npy", "record_ids.npy", "schedule.npz", "spec.json", f"{STORE_DIR}/manifest.json")
+_OPTIONAL_FILES = ("trajectory.npy",)
 _BLOCK = 4096                                    # rows per block when a whole store is read or copied
 
 Approximators = Union[np.ndarray, ApproximatorStore]
@@ -91,8 +100,13 @@ class TrainedRun:
     """
 
     def __init__(self, weights, approximators: Approximators, tracked_positions, record_ids, schedule: Schedule,
-                 spec: dict, digest: str | None = None):
+                 spec: dict, digest: str | None = None, trajectory: np.ndarray | None = None):
         w = np.asarray(weights)
+        if trajectory is not None:
+            trajectory = np.asarray(trajectory)
+            if trajectory.shape != (schedule.n_steps, w.shape[0]) or trajectory.dtype not in (np.float32, np.float64):
+                raise TrainedRunError(f"the trajectory must be float32/float64 of shape ({schedule.n_steps}, "
+                                      f"{w.shape[0]}), got {trajectory.shape} {trajectory.dtype}")
         tracked = np.asarray(tracked_positions)
         ids = np.asarray(record_ids)
         if w.ndim != 1 or w.dtype not in (np.float32, np.float64) or not np.all(np.isfinite(w)):
@@ -136,7 +150,11 @@ class TrainedRun:
         self.weights, self.approximators, self.record_ids, self.schedule = w, a, ids, schedule
         self.tracked_positions = tracked.astype(np.int64)
         self.spec = spec
+        self.trajectory = trajectory
         self._digest = digest
+        self._replay_data: tuple | None = None      # (model, sgd, x, y) once rebuilt for the certificate's replay
+        self._replay_cache = None
+        self.replay_unavailable: str | None = None  # why the a-posteriori bound took its plug-in form
         self.folder: Path | None = None     # the folder it was loaded from (None for a run in memory)
         self.position_of = {str(r): i for i, r in enumerate(ids)}
         self.row_of = np.full(n, -1, dtype=np.int64)
@@ -179,6 +197,9 @@ class TrainedRun:
         h.update(json.dumps([str(r) for r in self.record_ids]).encode())
         h.update(self.schedule.digest().encode())
         h.update(json.dumps(self.spec, sort_keys=True).encode())
+        if self.trajectory is not None:
+            h.update(f"trajectory:{self.trajectory.dtype.str}:{self.trajectory.shape}".encode())
+            h.update(np.ascontiguousarray(self.trajectory).tobytes())
         return h.hexdigest()
 
     @property
@@ -196,9 +217,13 @@ class TrainedRun:
 
     # -- from a fitted unlearner -----------------------------------------------------------------------------------
     @classmethod
-    def from_unlearner(cls, unlearner) -> "TrainedRun":
+    def from_unlearner(cls, unlearner, *, data_config: dict | None = None) -> "TrainedRun":
         """Capture a fitted :class:`~unlearn_audit.hfocu.HFOCUUnlearner` (any time after ``fit``: its base weights
-        w_T and approximators are not changed by ``delete``). A store-backed unlearner's store is used as it is."""
+        w_T and approximators are not changed by ``delete``). A store-backed unlearner's store is used as it is.
+
+        ``data_config``: the config (``AuditConfig.model_dump(mode="json")``) that rebuilds the training data; with
+        the unlearner's recorded trajectory it lets ``forget`` replay the a-posteriori certificate (the spec keeps
+        it with the training data's digest, never the data)."""
         u = unlearner
         if not hasattr(u, "layout_"):
             raise TrainedRunError("the unlearner is not fitted: call fit() first")
@@ -211,7 +236,15 @@ class TrainedRun:
         spec = trained_run_spec(u.model, u.sgd, mode=u.mode, curvature=u.curvature, order=u.order,
                                 train_dtype=str(u.dtype), constants=u.certificate_constants(), weights=weights,
                                 schedule=u.schedule_, bound=u.bound, capacity=getattr(u, "capacity_budget_", None))
-        return cls(weights, approx, u.tracked_positions_, np.asarray(u.ids_).astype(str), u.schedule_, spec)
+        recorded = u._recorded_weights() if hasattr(u, "_recorded_weights") else None
+        trajectory = None
+        if recorded is not None and replay_supported(u.model, u.sgd):
+            trajectory = torch.stack([w.detach().cpu() for w in recorded]).numpy()
+            if data_config is not None:
+                spec["training_data"] = {"config": data_config,
+                                         "digest": training_digest(u.x_, u.y_, np.asarray(u.ids_).astype(str))}
+        return cls(weights, approx, u.tracked_positions_, np.asarray(u.ids_).astype(str), u.schedule_, spec,
+                   trajectory=trajectory)
 
     # -- lookups -----------------------------------------------------------------------------------------------------
     def positions(self, record_ids) -> np.ndarray:
@@ -236,10 +269,57 @@ class TrainedRun:
     def certificate(self, positions) -> SensitivityCertificate:
         """Δ(U) for U = the given training positions, from the constants saved in the spec (the same function as
         ``HFOCUUnlearner.certificate``: :func:`~unlearn_audit.certify.certificate_from_constants`), with the run's
-        ``bound``. A trained run keeps no weight trajectory, so the a-posteriori bound takes its plug-in form
-        (‖A_t‖ ≤ b_t: looser than the unlearner's replay, still far below the worst case)."""
+        ``bound``. The a-posteriori bound replays U along the saved trajectory with the training data rebuilt from
+        the recorded config (:meth:`replay_data`), exactly as the unlearner does; when either is unavailable it
+        takes its plug-in form (‖A_t‖ ≤ b_t: looser, still far below the worst case) and ``replay_unavailable``
+        says why."""
+        replay = None
+        if self.bound == "a_posteriori" and self.replay_data() is not None:
+            replay = self._replay_terms
         return certificate_from_constants(self.schedule, positions, self.constants, order=self.order,
-                                          bound=self.bound)
+                                          bound=self.bound, replay=replay)
+
+    def _replay_terms(self, positions: np.ndarray):
+        data = self.replay_data()
+        assert data is not None and self.trajectory is not None
+        model, sgd, x, y = data
+        traj = torch.as_tensor(self.trajectory)
+        stored = torch.as_tensor(self.approximator_sum(positions))
+        terms, self._replay_cache = certificate_replay_terms(
+            model, sgd, x, y, self.schedule, traj, torch.as_tensor(self.weights), positions, stored_sum=stored,
+            cache=self._replay_cache, train_dtype=str(self.spec.get("hfocu", {}).get("train_dtype", "float32")))
+        return terms
+
+    def replay_data(self) -> tuple | None:
+        """(model, sgd, x, y) for the certificate's replay: the training data rebuilt from ``spec.training_data``
+        (the config of the run that saved it) and checked against the recorded digest, once. None, with the reason
+        in ``replay_unavailable``, when the run has no trajectory or no data config, or the data cannot be rebuilt
+        or differs."""
+        if self._replay_data is not None or self.replay_unavailable is not None:
+            return self._replay_data
+        source = self.spec.get("training_data")
+        if self.trajectory is None:
+            self.replay_unavailable = "the trained run keeps no weight trajectory"
+        elif not isinstance(source, dict) or not isinstance(source.get("config"), dict):
+            self.replay_unavailable = "the trained run records no config to rebuild its training data"
+        else:
+            self._replay_data = self._rebuild_training_data(source)
+        return self._replay_data
+
+    def _rebuild_training_data(self, source: dict) -> tuple | None:
+        from unlearn_audit.config import config_from_dict
+        from unlearn_audit.inputs import build_inputs
+
+        try:
+            inp = build_inputs(config_from_dict(source["config"]))
+        except Exception as err:                      # noqa: BLE001 - any failure means: no replay, say why
+            self.replay_unavailable = f"the training data could not be rebuilt ({type(err).__name__}: " \
+                                      f"{str(err).splitlines()[0] if str(err) else ''})"
+            return None
+        if training_digest(inp.x, inp.y, inp.ids) != source.get("digest") or inp.model.dim != self.dim:
+            self.replay_unavailable = "the rebuilt training data differ from the data this run was trained on"
+            return None
+        return inp.model, inp.sgd, inp.x, inp.y
 
     @property
     def bound(self) -> str:
@@ -271,26 +351,32 @@ def _write_files(folder: Path, run: TrainedRun) -> None:
     np.save(folder / "record_ids.npy", run.record_ids.astype(str), allow_pickle=False)
     np.savez(folder / "schedule.npz", allow_pickle=False, **run.schedule.to_npz_dict())
     atomic_write(folder / "spec.json", json.dumps(run.spec, indent=2, sort_keys=True, allow_nan=False).encode())
-    for name in _FILES:
+    names = list(_FILES)
+    if run.trajectory is not None:
+        np.save(folder / "trajectory.npy", run.trajectory, allow_pickle=False)
+        names.append("trajectory.npy")
+    for name in names:
         fsync_path(folder / name)
-    hashes = {name: file_sha256(folder / name) for name in _FILES}
+    hashes = {name: file_sha256(folder / name) for name in names}
     manifest = {"format": FORMAT, "version": FORMAT_VERSION, "files": hashes, "run_digest": run.digest,
                 "files_digest": json_digest(hashes), "weights_hash": run.spec["weights_hash"],
                 "n_train": run.n_train, "dim": run.dim, "n_approximators": run.n_approximators}
     atomic_write(folder / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True).encode())
 
 
-def save_trained_run(path, unlearner, *, overwrite: bool = False) -> Path:
+def save_trained_run(path, unlearner, *, overwrite: bool = False, data_config: dict | None = None) -> Path:
     """Write a trained run (from a fitted ``HFOCUUnlearner`` or a ``TrainedRun``) to the folder ``path``.
 
     The folder is written beside ``path`` first and moved into place at the end, so it is complete or absent.
+    ``data_config``: see :meth:`TrainedRun.from_unlearner` (the audit passes its config).
     Returns ``path``. Raises TrainedRunError if ``path`` exists and is not empty (unless ``overwrite``).
 
     Example (in the audit, after ``unlearner.fit``)::
 
         save_trained_run(run_dir / "trained_run", unlearner)
     """
-    run = unlearner if isinstance(unlearner, TrainedRun) else TrainedRun.from_unlearner(unlearner)
+    run = unlearner if isinstance(unlearner, TrainedRun) else TrainedRun.from_unlearner(unlearner,
+                                                                                        data_config=data_config)
     path = Path(path)
     if path.exists() and (not path.is_dir() or any(path.iterdir())) and not overwrite:
         raise TrainedRunError(f"{path}: exists and is not empty (pass overwrite=True to replace it)")
@@ -349,9 +435,10 @@ def load_trained_run(path, *, verify_chunks: bool = True) -> TrainedRun:
         raise TrainedRunError(f"{mpath}: format version {manifest.get('version')!r} is not supported "
                               f"({FORMAT_VERSION}); write the run again with this version")
     files = manifest.get("files")
-    if not isinstance(files, dict) or set(files) != set(_FILES):
-        raise TrainedRunError(f"{mpath}: the manifest must list exactly {', '.join(_FILES)}")
-    for name in _FILES:
+    if not isinstance(files, dict) or not set(_FILES) <= set(files) <= set(_FILES) | set(_OPTIONAL_FILES):
+        raise TrainedRunError(f"{mpath}: the manifest must list {', '.join(_FILES)} (and optionally "
+                              f"{', '.join(_OPTIONAL_FILES)}), nothing else")
+    for name in files:
         f = path / name
         if not f.is_file():
             raise TrainedRunError(f"{path}: {name} is missing")
@@ -366,6 +453,7 @@ def load_trained_run(path, *, verify_chunks: bool = True) -> TrainedRun:
         ids = np.load(path / "record_ids.npy", allow_pickle=False)
         with np.load(path / "schedule.npz", allow_pickle=False) as z:
             schedule = Schedule.from_npz_dict({k: z[k] for k in z.files})
+        trajectory = np.load(path / "trajectory.npy", allow_pickle=False) if "trajectory.npy" in files else None
     except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
         raise TrainedRunError(f"{path}: unreadable trained run ({str(exc).splitlines()[0] if str(exc) else exc!r})") \
             from None
@@ -382,7 +470,8 @@ def load_trained_run(path, *, verify_chunks: bool = True) -> TrainedRun:
             store.verify_all()
     except StoreError as err:
         raise TrainedRunError(str(err)) from None
-    run = TrainedRun(weights, store, store.positions, ids, schedule, spec, digest=manifest["run_digest"])
+    run = TrainedRun(weights, store, store.positions, ids, schedule, spec, digest=manifest["run_digest"],
+                     trajectory=trajectory)
     run.folder = path               # where the deletion service anchors the ledger's chain head
     return run
 
@@ -392,3 +481,17 @@ def find_trained_run(run_dir) -> Path:
     run_dir = Path(run_dir)
     sub = run_dir / TRAINED_RUN_DIR
     return sub if sub.is_dir() else run_dir
+
+
+def training_digest(x, y, record_ids) -> str:
+    """sha256 (hex) of the training features (float32), labels (int64) and record ids: ties a trained run's recorded
+    data config to the exact data it was trained on."""
+    h = hashlib.sha256()
+    h.update(b"unlearn_audit.TrainingData/v1\0")
+    xa = np.ascontiguousarray(np.asarray(x.detach().cpu() if hasattr(x, "detach") else x), dtype="<f4")
+    h.update(repr(xa.shape).encode() + b"\0" + xa.tobytes())
+    h.update(np.ascontiguousarray(np.asarray(y.detach().cpu() if hasattr(y, "detach") else y), dtype="<i8").tobytes())
+    for rid in np.asarray(record_ids).astype(str).tolist():
+        b = rid.encode("utf-8")
+        h.update(len(b).to_bytes(4, "little") + b)
+    return h.hexdigest()

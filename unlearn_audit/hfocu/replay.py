@@ -437,3 +437,28 @@ def replay_measured_terms(model: FunctionalModel, sgd: SGDConfig, x: torch.Tenso
         rounding=cache.rounding, ref_round=cache.ref_round, state_gap=gap,
         state_norm=float((cache.final + A).norm()), u=cache.u, lanczos_steps=cache.lanczos_steps,
         model=model.kind), A
+
+
+def replay_supported(model: FunctionalModel, sgd: SGDConfig) -> bool:
+    """Whether the a-posteriori certificate can replay this training: softmax regression (rigorous, any clipping
+    but batch clipping) or a smooth model trained by plain SGD (measured constants). Models with kinks (ReLU,
+    max-pool) have no Hessian-Lipschitz constant and keep the worst-case bound."""
+    if model.kind == "softmax":
+        return True
+    return model.smooth and sgd.clip == "none" and sgd.weight_norm_bound is None
+
+
+def certificate_replay_terms(model: FunctionalModel, sgd: SGDConfig, x: torch.Tensor, y: torch.Tensor, schedule,
+                             weights, final_weights: torch.Tensor, positions, *, stored_sum: torch.Tensor | None,
+                             cache: BoundCache | MeasuredCache | None = None, train_dtype: str = "float32"):
+    """The a-posteriori certificate's replay of U = ``positions`` along a recorded trajectory (``weights[t]`` = w_t,
+    t < T): the rigorous softmax replay (:func:`replay_bound_terms`) or the measured one for other smooth models
+    (:func:`replay_measured_terms`). ``cache`` is the U-independent part from an earlier call (built when None).
+    Returns (terms, cache). One path for the in-process unlearner and for a trained run on disk."""
+    if model.kind == "softmax":
+        if not isinstance(cache, BoundCache):
+            cache = bound_cache(model, sgd, x, y, schedule, weights, final_weights, train_dtype=train_dtype)
+        return replay_bound_terms(model, sgd, schedule, cache, positions, stored_sum=stored_sum)[0], cache
+    if not isinstance(cache, MeasuredCache):
+        cache = measured_cache(model, sgd, x, y, schedule, weights, final_weights, train_dtype=train_dtype)
+    return replay_measured_terms(model, sgd, x, y, schedule, cache, positions, stored_sum=stored_sum)[0], cache

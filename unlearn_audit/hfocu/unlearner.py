@@ -29,7 +29,13 @@ from unlearn_audit.common import check_record_ids
 from unlearn_audit.hfocu.constants import TrajectoryProbe, run_constants
 from unlearn_audit.hfocu.layouts import Layout, Replay, make_layout
 from unlearn_audit.hfocu.recursion import Order
-from unlearn_audit.hfocu.replay import BoundCache, MeasuredCache, WeightTrajectory
+from unlearn_audit.hfocu.replay import (
+    BoundCache,
+    MeasuredCache,
+    WeightTrajectory,
+    certificate_replay_terms,
+    replay_supported,
+)
 from unlearn_audit.models import FunctionalModel
 from unlearn_audit.models.functional import weights_hash
 from unlearn_audit.training import SGDConfig, TrainResult, resolve_device, train_sgd
@@ -278,40 +284,27 @@ class HFOCUUnlearner:
     TRAJECTORY_BUDGET_BYTES = 1 << 30
 
     def _replay_certifiable(self, n_train: int) -> bool:
-        """Whether this fit keeps the trajectory for the a-posteriori replay: always for softmax regression; for other
-        models only when smooth (a Hessian-Lipschitz constant exists: no ReLU or max-pool kinks), trained by plain SGD
-        (the measured replay covers no clipping or projection) and within the memory budget. Otherwise the
+        """Whether this fit keeps the trajectory for the a-posteriori replay (:func:`~unlearn_audit.hfocu.replay.
+        replay_supported`; models other than softmax regression within the memory budget). Otherwise the
         certificate is the worst-case recursion with measured constants."""
+        if not replay_supported(self.model, self.sgd):
+            return False
         if self.model.kind == "softmax":
             return True
-        if not self.model.smooth or self.sgd.clip != "none" or self.sgd.weight_norm_bound is not None:
-            return False
         steps = self.sgd.epochs * -(-int(n_train) // self.sgd.batch_size)
         return steps * self.model.dim * 4 <= self.TRAJECTORY_BUDGET_BYTES
 
     def _replay_terms(self, pos: np.ndarray, whole_state: bool):
         """The a-posteriori certificate's replay of U = ``pos`` along the recorded trajectory (float64), with the
-        gap to what was actually added to the state (the whole state, or the approximator sum of ``pos``): the
-        rigorous softmax replay, or the measured replay for other models."""
-        from unlearn_audit.hfocu.replay import bound_cache, measured_cache, replay_bound_terms, replay_measured_terms
-
+        gap to what was actually added to the state (the whole state, or the approximator sum of ``pos``)."""
         if whole_state:
             stored = self.state_.detach().double() - self.weights_.detach().double()
         else:
             stored = self.approximator_sum(self.ids_[pos].tolist()).double()
-        if self.model.kind != "softmax":
-            if self.bound_cache_ is None:
-                self.bound_cache_ = measured_cache(self.model, self.sgd, self.x_, self.y_, self.schedule_,
-                                                   self._recorded_weights(), self.weights_,
-                                                   train_dtype=str(self.dtype))
-            assert isinstance(self.bound_cache_, MeasuredCache)
-            return replay_measured_terms(self.model, self.sgd, self.x_, self.y_, self.schedule_, self.bound_cache_,
-                                         pos, stored_sum=stored)[0]
-        if self.bound_cache_ is None:
-            self.bound_cache_ = bound_cache(self.model, self.sgd, self.x_, self.y_, self.schedule_,
-                                            self._recorded_weights(), self.weights_, train_dtype=str(self.dtype))
-        assert isinstance(self.bound_cache_, BoundCache)
-        return replay_bound_terms(self.model, self.sgd, self.schedule_, self.bound_cache_, pos, stored_sum=stored)[0]
+        terms, self.bound_cache_ = certificate_replay_terms(
+            self.model, self.sgd, self.x_, self.y_, self.schedule_, self._recorded_weights(), self.weights_, pos,
+            stored_sum=stored, cache=self.bound_cache_, train_dtype=str(self.dtype))
+        return terms
 
     def release(self, *, epsilon: float, delta: float, seed: int, mechanism: str = "analytic"
                 ) -> tuple[torch.Tensor, SensitivityCertificate, float]:
