@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from unlearn_audit.audit.attack_suite import ATTACKS
-from unlearn_audit.audit.methods import METHODS, outcome_summary
+from unlearn_audit.audit.methods import outcome_summary, resolve_method, run_method
 from unlearn_audit.audit.pipeline import prepare_context
 from unlearn_audit.audit.targets import Target
 from unlearn_audit.config import config_from_dict
@@ -78,7 +78,7 @@ def run_seed(setting: dict, seed: int, args) -> dict:
     outcomes = {}
     for name in METHOD_ORDER:
         t0 = time.perf_counter()
-        out = METHODS[name](ctx)
+        out = run_method(resolve_method(name), ctx)
         outcomes[name] = out
         s = outcome_summary(ctx, out)
         print(f"  {name}: {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)

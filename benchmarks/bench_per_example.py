@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from unlearn_audit.audit import evidence
-from unlearn_audit.audit.methods import METHODS
+from unlearn_audit.audit.methods import resolve_method
 from unlearn_audit.audit.pipeline import prepare_context
 from unlearn_audit.audit.verdict import decide_forgetting
 from unlearn_audit.config import config_from_dict
@@ -50,7 +50,7 @@ def main() -> None:
                                 "unlearning": {"methods": ["retrain"]},
                                 "audit": {"pairs": ns.pairs, "bootstrap": ns.bootstrap}})
         ctx = prepare_context(cfg, lambda *_: None)
-        res = evidence.collect(ctx, {"retrain": METHODS["retrain"]}, {}, n_pairs=ns.pairs, margin=margin,
+        res = evidence.collect(ctx, {"retrain": resolve_method("retrain")}, {}, n_pairs=ns.pairs, margin=margin,
                                alpha=alpha, delta=1e-5, n_bootstrap=ns.bootstrap)
         null = res.group("retrain")
         control = res.group(evidence.CONTROL)

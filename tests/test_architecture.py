@@ -19,21 +19,22 @@ ALLOWED: dict[str, set[str]] = {
     "outputs": set(),                                     # output folders written all at once (audit, precompute)
     "pseudonyms": set(),                                  # keyed record-id hashes; the key stays in the run folder
     "schema": set(),                                      # results.json's pydantic models: audit writes, report reads
+    "plugins": {"common"},                                # user code named by the config: imported, hashed, recorded
     "data": {"common"},
-    "config": {"data", "common"},                         # dataset names are validated against the registry
-    "models": {"common"},
+    "config": {"data", "common", "plugins"},              # dataset names and plugin names are validated
+    "models": {"common", "plugins"},
     "training": {"models", "common"},
     "stats": {"common"},
     "certify": {"training", "common"},
     "hfocu": {"certify", "models", "training", "common"},
     "baselines": {"certify", "hfocu", "models", "training", "common"},
-    "inputs": {"config", "data", "models", "training"},
+    "inputs": {"config", "data", "models", "training", "plugins"},
     "deletion": {"certify", "hfocu", "inputs", "config", "data", "models", "training", "common", "outputs",
                  "pseudonyms"},
     "report": {"stats", "config", "common", "schema"},
     "audit": {"deletion", "hfocu", "certify", "baselines", "stats", "report", "inputs", "config", "data", "models",
-              "training", "common", "outputs", "pseudonyms", "schema", "__init__"},
-    "cli": {"audit", "deletion", "hfocu", "certify", "report", "config", "data", "models"},
+              "training", "common", "outputs", "pseudonyms", "schema", "plugins", "__init__"},
+    "cli": {"audit", "deletion", "hfocu", "certify", "report", "config", "data", "models", "plugins"},
     "__init__": set(),
 }
 

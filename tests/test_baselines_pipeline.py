@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from unlearn_audit.audit.methods import METHODS
+from unlearn_audit.audit.methods import METHODS, resolve_method, run_method
 from unlearn_audit.audit.pipeline import run_audit
 from unlearn_audit.config import ConfigError, config_from_dict
 
@@ -85,7 +85,7 @@ def test_candidates_mode_keeps_only_the_forget_set_and_unlearns_identically():
     a, c = ctx["all"], ctx["candidates"]
     assert a.forget_ids == c.forget_ids and torch.equal(a.w_original, c.w_original)
     assert c.unlearner.storage_bytes() * 10 < a.unlearner.storage_bytes()
-    out = {mode: METHODS["hfocu"](ctx[mode]) for mode in ctx}
+    out = {mode: run_method(resolve_method("hfocu"), ctx[mode]) for mode in ctx}
     assert out["candidates"].extra["mode"] == "candidates"
     gap = float((out["all"].weights - out["candidates"].weights).norm())
     assert gap < 1e-6 * float(out["all"].weights.norm())

@@ -247,6 +247,48 @@ def _image_folder(root: Path, sizes: dict[str, tuple[int, int]]) -> None:
 
 
 SMALL = 'seed = 1\n[training]\nepochs = 2\n'
+
+# -- plugins (issue 18): user code in ./plug, one module per case (a module name is imported once per process) ------
+_PLUGIN_HEAD = ("import torch\nfrom torch import nn\n"
+                "from unlearn_audit.audit.protocol import UnlearningMethod, UnlearningResult\n")
+
+
+def plugin(module: str, body: str, *, method: str | None = None, factory: str | None = None,
+           extra: str = "") -> dict[str, str]:
+    """A config naming ``module``'s method and/or factory from ./plug, and the module's file."""
+    cfg = 'seed = 1\nplugin_path = ["plug"]\n[training]\nepochs = 2\n[audit]\npairs = 8\nattacks = ["loss"]\n'
+    if factory:
+        cfg += f'[model]\nfactory = "{module}:{factory}"\n'
+    if method:
+        cfg += f'[unlearning]\nmode = "candidates"\nmethods = ["{module}:{method}"]\n'
+    return {"c.toml": cfg + extra, f"plug/{module}.py": _PLUGIN_HEAD + body}
+
+
+def _method(body: str) -> str:
+    return f"class M(UnlearningMethod):\n    def unlearn(self, task):\n        {body}\n"
+
+
+def _external(weights) -> Callable[[Path, list[str]], None]:
+    """An unlearned-weights file (or raw bytes) and a forget file of two training ids of the SMALL config."""
+    def setup(wd: Path, ids: list[str]) -> None:
+        (wd / "forget.txt").write_text(_train_ids_of_small())
+        if isinstance(weights, bytes):
+            (wd / "w.npy").write_bytes(weights)
+        else:
+            np.save(wd / "w.npy", weights)
+    return setup
+
+
+def _train_ids_of_small() -> str:
+    """Two training record ids of the SMALL config's split (seed 1)."""
+    from unlearn_audit.config import config_from_dict
+    from unlearn_audit.inputs import build_inputs
+
+    ids = build_inputs(config_from_dict({"seed": 1})).ids
+    return f"{ids[0]}\n{ids[1]}\n"
+
+
+EXT_CFG = SMALL + '[unlearning]\nforget_file = "forget.txt"\nmode = "candidates"\n[audit]\npairs = 8\n'
 CSV_CFG = '[data]\ndataset = "csv"\npath = "d.csv"\n'
 NPZ_CFG = '[data]\ndataset = "npz"\npath = "d.npz"\n'
 
@@ -313,6 +355,61 @@ CASES = [
     Case("image-folder-not-an-image", audit(), "not a readable image",
          {**toml('[data]\ndataset = "image_folder"\ndata_dir = "imgs"\n'), "imgs/a/x.png": b"not a png",
           "imgs/b/y.png": b"nor this"}),
+    Case("plugin-module-missing", audit(), "unlearning method 'no_such_plugin_mod:M': cannot import module",
+         plugin("other_mod_h18", "", method="M") | toml(
+             'plugin_path = ["plug"]\n[unlearning]\nmethods = ["no_such_plugin_mod:M"]\n')),
+    Case("plugin-import-raises", audit(), "importing module 'plug_raises_on_import' raised RuntimeError: boom",
+         plugin("plug_raises_on_import", "raise RuntimeError('boom')\n", method="M")),
+    Case("plugin-no-attribute", audit(), "module 'plug_no_attr' has no attribute 'M'",
+         plugin("plug_no_attr", "X = 1\n", method="M")),
+    Case("plugin-not-a-method", audit(), "is not a subclass of unlearn_audit.audit.protocol.UnlearningMethod",
+         plugin("plug_not_method", "class M:\n    pass\n", method="M")),
+    Case("plugin-method-raises", audit(), "unlearning method 'plug_method_raises:M': unlearn() raised ValueError: nope",
+         plugin("plug_method_raises", _method("raise ValueError('nope')"), method="M")),
+    Case("plugin-method-wrong-shape", audit(), "unlearning method 'plug_wrong_shape:M': the unlearned weights have "
+         "shape (3,), expected (650,)", plugin("plug_wrong_shape", _method("return torch.zeros(3)"), method="M")),
+    Case("plugin-method-nan", audit(), "unlearning method 'plug_nan:M': the unlearned weights contain NaN",
+         plugin("plug_nan", _method("return task.weights * float('nan')"), method="M")),
+    Case("plugin-method-returns-str", audit(), "returned str as the unlearned weights",
+         plugin("plug_str", _method("return 'weights'"), method="M")),
+    Case("plugin-certified-without-certificate", audit(), "certificate needs the number(s) epsilon, delta",
+         plugin("plug_cert", _method("return UnlearningResult(weights=task.weights, released=task.weights, "
+                                     "sigma=1.0, certified=True)"), method="M")),
+    Case("plugin-path-missing", audit("--plugin-path", "nope"), "plugin_path: folder not found: nope",
+         toml('[unlearning]\nmethods = ["some_mod_h18:M"]\n')),
+    Case("factory-batchnorm-training", audit(), "model factory 'plug_bn:net': layer '2' (BatchNorm1d) is BatchNorm "
+         "in training mode", plugin("plug_bn", "def net(shape, k):\n    return nn.Sequential(nn.Flatten(), "
+                                    "nn.Linear(shape[0], 8), nn.BatchNorm1d(8), nn.Linear(8, k))\n", factory="net")),
+    Case("factory-mixes-records", audit(), "a record's output depends on the other records of its batch",
+         plugin("plug_mix", "class C(nn.Module):\n    def forward(self, x):\n        return x - x.mean(0)\n"
+                "def net(shape, k):\n    return nn.Sequential(C(), nn.Linear(shape[0], k))\n", factory="net")),
+    Case("factory-dropout", audit(), "is dropout (p=0.5)", plugin(
+        "plug_drop", "def net(shape, k):\n    return nn.Sequential(nn.Dropout(0.5), nn.Linear(shape[0], k))\n",
+        factory="net")),
+    Case("factory-raises", audit(), "model factory 'plug_factory_raises:net': raised RuntimeError: no GPU",
+         plugin("plug_factory_raises", "def net(shape, k):\n    raise RuntimeError('no GPU')\n", factory="net")),
+    Case("factory-wrong-shape", audit(), "expected logits of shape (4, 10)", plugin(
+        "plug_factory_shape", "def net(shape, k):\n    return nn.Linear(shape[0], k + 1)\n", factory="net")),
+    Case("factory-not-a-module", audit(), "returned a int, not a torch.nn.Module",
+         plugin("plug_factory_int", "def net(shape, k):\n    return 3\n", factory="net")),
+    Case("factory-bad-spec", audit(), "model.factory: expected 'package.module:function'",
+         toml('[model]\nfactory = "not a spec"\n')),
+    Case("factory-with-other-kind", audit(), "model.factory: set, but kind = 'mlp'",
+         toml('[model]\nkind = "mlp"\nfactory = "a.b:c"\n')),
+    Case("method-unknown-name", audit(), "unlearning.methods.0: unknown method 'newton'",
+         toml('[unlearning]\nmethods = ["newton"]\n')),
+    Case("external-needs-forget-file", audit("--unlearned-weights", "w.npy"), "unlearning.unlearned_weights: needs "
+         "forget_file", {**toml(SMALL), "w.npy": b"x"}),
+    Case("external-missing", audit("--unlearned-weights", "nope.npy"), "unlearned_weights: file not found",
+         toml(EXT_CFG), setup=_external(np.zeros(650, np.float32))),
+    Case("external-garbage", audit("--unlearned-weights", "w.npy"), "not a readable .npy array",
+         toml(EXT_CFG), setup=_external(os.urandom(200))),
+    Case("external-2d", audit("--unlearned-weights", "w.npy"), "expected a 1-D float array",
+         toml(EXT_CFG), setup=_external(np.zeros((10, 65), np.float32))),
+    Case("external-wrong-length", audit("--unlearned-weights", "w.npy"), "the unlearned weights have shape (649,), "
+         "expected (650,)", toml(EXT_CFG), setup=_external(np.zeros(649, np.float32))),
+    Case("external-nan", audit("--unlearned-weights", "w.npy"), "the unlearned weights contain NaN",
+         toml(EXT_CFG), setup=_external(np.full(650, np.nan, np.float32))),
     Case("forget-file-unknown-id", audit(), "not in the training set",
          {**toml('[unlearning]\nforget_file = "f.txt"\n'), "f.txt": "digits:0\nno-such-record\n"}),
     # -- --out ----------------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from unlearn_audit.audit import evidence
-from unlearn_audit.audit.methods import METHODS
+from unlearn_audit.audit.methods import resolve_method
 from unlearn_audit.audit.pipeline import prepare_context
 from unlearn_audit.audit.verdict import decide_forgetting
 from unlearn_audit.config import config_from_dict
@@ -27,7 +27,7 @@ def forgetting(methods: list[str], training: dict | None = None, pairs: int = 12
     cfg = config_from_dict({"training": training or {}, "unlearning": {"methods": methods, **(unlearning or {})},
                             "audit": {"pairs": pairs}})
     ctx = prepare_context(cfg, lambda *_: None)
-    res = evidence.collect(ctx, {m: METHODS[m] for m in methods}, {}, n_pairs=pairs, margin=0.05, alpha=0.05,
+    res = evidence.collect(ctx, {m: resolve_method(m) for m in methods}, {}, n_pairs=pairs, margin=0.05, alpha=0.05,
                            delta=1e-5, n_bootstrap=1000)
     control = res.group(evidence.CONTROL).comparison
     return {m: decide_forgetting(res.group(m).comparison, control, alpha=0.05, margin=0.05) for m in methods}, res

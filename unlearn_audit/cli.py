@@ -28,15 +28,17 @@ def _fail(message: str) -> None:
 
 def _input_errors():
     from unlearn_audit.audit import AuditInputError, OutputDirError
+    from unlearn_audit.audit.methods import MethodError
     from unlearn_audit.certify import CertificationError
     from unlearn_audit.config import ConfigError
     from unlearn_audit.data import DataError
     from unlearn_audit.hfocu import UnlearningError
     from unlearn_audit.models import ModelError
+    from unlearn_audit.plugins import PluginError
     from unlearn_audit.report import ReportError
 
     return (AuditInputError, OutputDirError, CertificationError, ConfigError, DataError, UnlearningError, ModelError,
-            ReportError)
+            ReportError, PluginError, MethodError)
 
 
 class _Progress:
@@ -162,26 +164,38 @@ def main() -> None:
 @click.option("--force", is_flag=True, help="Replace a non-empty --out folder.")
 @click.option("--no-pdf", is_flag=True, help="Skip report.pdf (HTML only).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def audit(config_path, out_dir, force, no_pdf, quiet):
+@click.option("--plugin-path", "plugin_path", multiple=True, type=click.Path(file_okay=False),
+              help="Folder searched first for the user code the config names (model.factory, "
+                   "'package.module:Class' methods); repeatable. Importing user code runs it.")
+@click.option("--unlearned-weights", "unlearned_weights", type=click.Path(dir_okay=False), default=None,
+              help="A .npy weight vector unlearned outside the tool from the exported trained run, for the ids of "
+                   "unlearning.forget_file: judged as the method 'external' (a single model: can fail, never pass).")
+@click.option("--trained-run", "trained_run", type=click.Path(file_okay=False), default=None,
+              help="With --unlearned-weights: the trained run they were unlearned from (checked to be the model "
+                   "this config trains).")
+def audit(config_path, out_dir, force, no_pdf, quiet, plugin_path, unlearned_weights, trained_run):
     """Train with approximators, delete a forget set, attack, test, and write a report.
 
     \b
     Examples:
       unlearn-audit audit                          # default audit on scikit-learn digits
       unlearn-audit audit --config examples/digits.toml --out runs/digits
+      unlearn-audit audit --config examples/plugin/audit.toml --plugin-path examples/plugin
     Exit codes: 0 pass, 1 fail, 2 usage or input error, 3 inconclusive.
     """
     from rich.console import Console
 
     from unlearn_audit.audit import default_run_dir, execute_audit
-    from unlearn_audit.audit.run import check_out_dir
+    from unlearn_audit.audit.run import check_out_dir, preflight
     from unlearn_audit.config import load_config
 
     errors = _input_errors()
     try:
-        cfg = load_config(config_path)
+        cfg = load_config(config_path).with_command_line(plugin_path=plugin_path, unlearned_weights=unlearned_weights,
+                                                         trained_run=trained_run)
         out = Path(out_dir) if out_dir is not None else default_run_dir()
         check_out_dir(out, force)
+        preflight(cfg)
     except errors as err:
         _fail(str(err))
     console = Console(stderr=True)
@@ -309,8 +323,10 @@ def forget(run_dir, requests_file, epsilon, delta, mechanism, request_id):
 @click.option("--start-method", type=click.Choice(["spawn", "fork"]), default="spawn", show_default=True,
               help="How workers start; fork (CPU only) skips their import time.")
 @click.option("--verbose", is_flag=True, help="Log the per-epoch weight checks.")
+@click.option("--plugin-path", "plugin_path", multiple=True, type=click.Path(file_okay=False),
+              help="Folder searched first for the model.factory the config names; repeatable. Importing runs it.")
 def precompute(config_path, out_dir, nproc, device, store_dtype, chunk_rows, threads, force, layout, start_method,
-               verbose):
+               verbose, plugin_path):
     """Sharded HF-OCU approximator precompute on torch.distributed (gloo on CPU, nccl on GPUs).
 
     Writes a trained run into --out that `unlearn-audit forget OUT --requests FILE` serves. Under torchrun each
@@ -328,7 +344,7 @@ def precompute(config_path, out_dir, nproc, device, store_dtype, chunk_rows, thr
     from unlearn_audit.hfocu.store import StoreError
 
     try:
-        cfg = load_config(config_path)
+        cfg = load_config(config_path).with_command_line(plugin_path=plugin_path)
         info = run(cfg, Path(out_dir), nproc=nproc, device=device, store_dtype=store_dtype, chunk_rows=chunk_rows,
                    force=force, threads=threads, layout=layout or cfg.unlearning.layout, verbose=verbose,
                    start_method=start_method)

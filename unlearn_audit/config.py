@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from unlearn_audit.common import json_digest
 
@@ -109,7 +109,7 @@ class DataConfig(_Section):
 class ModelConfig(_Section):
     """The target model (trained by SGD while the HF-OCU approximators are kept)."""
 
-    kind: Literal["softmax", "mlp", "cnn", "lenet5", "resnet18"] = "softmax"
+    kind: Literal["softmax", "mlp", "cnn", "lenet5", "resnet18", "custom"] = "softmax"
     """Model: softmax (multinomial logistic regression: closed-form Hessian-vector products, analytic certificate
     constants); mlp (one tanh hidden layer); cnn (the HF-OCU paper's small CNN, 21,840 parameters on 28×28 inputs);
     lenet5 (61,706 parameters); resnet18 (GroupNorm instead of BatchNorm, 11.2M parameters, no pretrained weights).
@@ -117,6 +117,34 @@ class ModelConfig(_Section):
     shadows are copies of the target's own architecture, trained many at once (torch.func.vmap)."""
     hidden: int = Field(64, gt=0, le=MAX_HIDDEN)
     """Hidden units of the mlp (ignored by the other models)."""
+    factory: str | None = None
+    """Your architecture: "package.module:function", a function called as function(input_shape, n_classes) that
+    returns a torch.nn.Module mapping a batch of records (m, *input_shape) to logits (m, n_classes); input_shape is
+    one record's shape as the data set gives it (flat for every built-in loader). Setting it sets kind = "custom".
+    Importing the module RUNS ITS CODE: it is imported only because this key names it, from the installed packages
+    or the top-level plugin_path folders. The module is checked before training (refused with the reason:
+    BatchNorm in training mode, dropout, any layer that makes a record's output depend on its batch, no vmap or
+    Hessian-vector products, wrong output shape, NaN) and recorded in results.json (module, file SHA-256,
+    version)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _factory_means_custom(cls, data):
+        if isinstance(data, dict) and data.get("factory") is not None and "kind" not in data:
+            data = {**data, "kind": "custom"}
+        return data
+
+    @model_validator(mode="after")
+    def _custom_needs_factory(self):
+        from unlearn_audit.plugins import is_plugin_spec
+
+        if self.kind == "custom" and self.factory is None:
+            raise ValueError("factory: kind = 'custom' needs factory = 'package.module:function'")
+        if self.factory is not None and self.kind != "custom":
+            raise ValueError(f"factory: set, but kind = '{self.kind}' (remove kind, or set kind = 'custom')")
+        if self.factory is not None and not is_plugin_spec(self.factory):
+            raise ValueError(f"factory: expected 'package.module:function', got {self.factory!r}")
+        return self
 
 
 class TrainingConfig(_Section):
@@ -152,6 +180,18 @@ class TrainingConfig(_Section):
         return self
 
 
+BUILTIN_METHODS = ("hfocu", "cns", "ns", "ij", "finetune", "neggrad", "dpsgd", "identity", "retrain")
+
+
+def _method_name(name: str) -> str:
+    from unlearn_audit.plugins import is_plugin_spec
+
+    if name not in BUILTIN_METHODS and not is_plugin_spec(name):
+        raise ValueError(f"unknown method {name!r}; choose from {', '.join(BUILTIN_METHODS)}, or name yours as "
+                         "'package.module:Class'")
+    return name
+
+
 class UnlearningConfig(_Section):
     """Which records are deleted (the forget set U), and how each method unlearns them."""
 
@@ -162,15 +202,16 @@ class UnlearningConfig(_Section):
     at ε = 1 usable (README: "Choosing the training settings")."""
     forget_file: str | None = None
     """Text file of record ids to delete, one per line (overrides forget_fraction); ids must be training records."""
-    methods: list[Literal["hfocu", "cns", "ns", "ij", "finetune", "neggrad", "dpsgd", "identity", "retrain"]] = [
-        "hfocu"]
+    methods: list[Annotated[str, AfterValidator(_method_name)]] = ["hfocu"]
     """Unlearning methods to run and compare, all on the same model and forget set; the verdict is about hfocu when
-    listed, else about the first method listed. identity (do nothing) and retrain (exact retraining audited as a
-    method) are controls: the first must fail wherever the test has power, the second passes up to α.
-    hfocu (HF-OCU); cns (Zhang et al. 2024's certified Newton
+    listed, else about the first method listed. Built-in: hfocu (HF-OCU); cns (Zhang et al. 2024's certified Newton
     step, LiSSA, certified); ns (Newton step, Sekhari et al. 2021) and ij (infinitesimal jackknife), both
     uncertified here; finetune and neggrad (uncertified contrast); dpsgd (a model trained with Opacus DP-SGD at
-    privacy.epsilon, no deletion step). Options in [baselines]."""
+    privacy.epsilon, no deletion step); identity (do nothing) and retrain (exact retraining audited as a method) are
+    controls: the first must fail wherever the test has power, the second passes up to α. Options in [baselines].
+    Yours: "package.module:Class", a subclass of unlearn_audit.audit.protocol.UnlearningMethod (imported from the
+    installed packages or plugin_path; importing RUNS ITS CODE), judged exactly like a built-in method: run on the
+    trained model and on each of the audit.pairs paired models."""
     mode: Literal["all", "candidates"] = "all"
     """HF-OCU approximators for every training record (all: any record can be deleted later, in milliseconds), or
     only for the forget set, declared before training (candidates: what the HF-OCU paper does for large models; the
@@ -194,6 +235,19 @@ class UnlearningConfig(_Section):
     requests: int = Field(10, gt=0, le=10**7)
     """The forget set is sent as this many deletion requests (split as evenly as possible; at most one per record)."""
 
+    unlearned_weights: str | None = None
+    """Weights unlearned OUTSIDE the tool (a .npy file holding the flat float weight vector, as numpy.save writes
+    it), produced from the trained run the tool exported (`unlearn-audit precompute --out D`, or an audit's
+    trained_run/, for the same config) by deleting the records of forget_file, which is then required. Judged as
+    the method "external": distance to retraining, accuracy and the attacks as for any method; but it is ONE model,
+    so the per-example test over paired models cannot be run on it: it is ranked against the N retrain-vs-retrain
+    null models instead, which can show a trace (fail) but never its absence (the verdict is then inconclusive,
+    never pass). Also --unlearned-weights."""
+    trained_run: str | None = None
+    """The trained run the unlearned_weights were produced from (the --out folder of `unlearn-audit precompute`,
+    or an audit run folder): checked to be the very model this config trains (same weights hash, same record ids),
+    so that weights unlearned from another model are refused. Only with unlearned_weights. Also --trained-run."""
+
     @field_validator("methods")
     @classmethod
     def _methods_listed_once(cls, v):
@@ -202,6 +256,21 @@ class UnlearningConfig(_Section):
         if len(set(v)) != len(v):
             raise ValueError("a method is listed twice")
         return v
+
+    @model_validator(mode="after")
+    def _external_needs_forget_file(self):
+        if self.unlearned_weights is not None:
+            if self.forget_file is None:
+                raise ValueError("unlearned_weights: needs forget_file (the record ids the weights were unlearned "
+                                 "for)")
+            if not Path(self.unlearned_weights).is_file():
+                raise ValueError(f"unlearned_weights: file not found: {self.unlearned_weights}")
+        if self.trained_run is not None:
+            if self.unlearned_weights is None:
+                raise ValueError("trained_run: only with unlearned_weights (the run they were unlearned from)")
+            if not Path(self.trained_run).is_dir():
+                raise ValueError(f"trained_run: folder not found: {self.trained_run}")
+        return self
 
     @field_validator("forget_file")
     @classmethod
@@ -360,6 +429,10 @@ class AuditConfig(_Section):
 
     seed: int = Field(0, ge=0, le=MAX_SEED)
     """Master seed: splits, initialisation, batch schedule, forget set and release noise all derive from it."""
+    plugin_path: list[str] = Field(default_factory=list, max_length=64)
+    """Folders searched first for the user code that model.factory and unlearning.methods name (beside the
+    installed packages); --plugin-path adds more. Each must exist. Nothing is imported from them unless a key names
+    it; importing runs the module's code."""
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
@@ -367,6 +440,14 @@ class AuditConfig(_Section):
     privacy: PrivacyConfig = PrivacyConfig()
     audit: AuditSection = AuditSection()
     baselines: BaselinesConfig = BaselinesConfig()
+
+    @field_validator("plugin_path")
+    @classmethod
+    def _plugin_folders_exist(cls, v):
+        for p in v:
+            if not Path(p).is_dir():
+                raise ValueError(f"folder not found: {p}")
+        return v
 
     @model_validator(mode="after")
     def _bound_needs_derivation_order(self):
@@ -378,6 +459,18 @@ class AuditConfig(_Section):
 
     def digest(self) -> str:
         return json_digest(self.model_dump(mode="json"))
+
+    def with_command_line(self, *, plugin_path: tuple[str, ...] | list[str] = (),
+                          unlearned_weights: str | None = None, trained_run: str | None = None) -> "AuditConfig":
+        """The config with the command line's --plugin-path folders appended and --unlearned-weights /
+        --trained-run set, validated again (ConfigError naming the key)."""
+        data = self.model_dump(mode="json")
+        data["plugin_path"] = [*data["plugin_path"], *[str(p) for p in plugin_path]]
+        if unlearned_weights is not None:
+            data["unlearning"]["unlearned_weights"] = str(unlearned_weights)
+        if trained_run is not None:
+            data["unlearning"]["trained_run"] = str(trained_run)
+        return config_from_dict(data)
 
     def to_toml(self) -> str:
         return dump_toml(self.model_dump(mode="json"))
@@ -475,6 +568,8 @@ def _type_name(ann) -> str:
     import typing
 
     origin, args = typing.get_origin(ann), typing.get_args(ann)
+    if origin is Annotated:
+        return _type_name(args[0])
     if origin is Literal:
         return " \\| ".join(json.dumps(a) for a in args)
     if origin in (typing.Union, types.UnionType):
@@ -546,7 +641,11 @@ def config_reference_markdown() -> str:
               "folders must exist.",
               "- `training.clip_norm` is required when `training.clip` is not `\"none\"`, and refused when it is.",
               "- `privacy.mechanism = \"classic\"` needs `privacy.epsilon` < 1.",
-              "- `unlearning.methods` and `audit.attacks` list each name at most once, and at least one.",
+              "- `unlearning.methods` and `audit.attacks` list each name at most once, and at least one; a method is "
+              "a built-in name or `\"package.module:Class\"`.",
+              "- `model.factory` sets `model.kind = \"custom\"` (another kind with a factory is an error).",
+              "- `unlearning.unlearned_weights` needs `unlearning.forget_file`; `unlearning.trained_run` needs "
+              "`unlearning.unlearned_weights`.",
               "- `unlearning.forget_file`, when set, must exist; its ids must be training records (checked when the "
               "audit runs).", "",
               "## The defaults as a file", "",

@@ -17,7 +17,7 @@ from unlearn_audit.data import Dataset, Splits, load_dataset, prepare, split_dat
 from unlearn_audit.models import FunctionalModel, build_model
 from unlearn_audit.training import SGDConfig
 
-__all__ = ["RunInputs", "build_inputs", "sgd_config", "tensors"]
+__all__ = ["RunInputs", "build_inputs", "model_from_config", "sgd_config", "tensors"]
 
 
 def tensors(split) -> tuple[torch.Tensor, torch.Tensor]:
@@ -31,6 +31,15 @@ def sgd_config(cfg: AuditConfig) -> SGDConfig:
     tc = cfg.training
     return SGDConfig(epochs=tc.epochs, batch_size=tc.batch_size, lr=tc.lr, decay=tc.decay, lam=tc.lam, clip=tc.clip,
                      clip_norm=tc.clip_norm, weight_norm_bound=tc.weight_norm_bound, seed=cfg.seed)
+
+
+def model_from_config(cfg: AuditConfig, input_shape: tuple[int, ...], n_classes: int, seed: int) -> FunctionalModel:
+    """The ``model`` section's model for records of ``input_shape``, initialised from ``seed``: a zoo model, or
+    the user's ``model.factory`` (imported from the environment or ``plugin_path``, checked before use). Every
+    model the audit trains (target, paired models, shadows) comes from here."""
+    mc = cfg.model
+    return build_model(mc.kind, tuple(input_shape), n_classes, seed=seed, hidden=mc.hidden, factory=mc.factory,
+                       plugin_path=cfg.plugin_path)
 
 
 @dataclass
@@ -63,6 +72,6 @@ def build_inputs(cfg: AuditConfig) -> RunInputs:
                                    max_train=dc.max_train), standardize=dc.standardize, unit_norm=dc.unit_norm)
     train = splits.train
     sgd = sgd_config(cfg)
-    model = build_model(cfg.model.kind, train.feature_shape, ds.n_classes, seed=cfg.seed, hidden=cfg.model.hidden)
+    model = model_from_config(cfg, train.feature_shape, ds.n_classes, cfg.seed)
     x, y = tensors(train)
     return RunInputs(ds, splits, model, sgd, x, y, np.asarray(train.ids).astype(str))

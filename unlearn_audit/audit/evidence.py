@@ -29,11 +29,19 @@ import torch
 
 from attacks import signals
 from unlearn_audit.audit.context import AuditContext
-from unlearn_audit.audit.methods import MethodOutcome
+from unlearn_audit.audit.methods import ResolvedMethod, run_method, task_from_context
 from unlearn_audit.audit.pairs import PairedModels, train_paired
+from unlearn_audit.audit.protocol import PairedRun, UnlearningTask
 from unlearn_audit.certify import release
-from unlearn_audit.models import build_model
-from unlearn_audit.stats.per_example import NullComparison, PerExampleEvidence, compare_to_null, per_example_evidence
+from unlearn_audit.inputs import model_from_config
+from unlearn_audit.stats.per_example import (
+    NullComparison,
+    PerExampleEvidence,
+    SingleModelTest,
+    compare_to_null,
+    per_example_evidence,
+    single_model_test,
+)
 
 SIGNALS = {"confidence": "logit-scaled confidence log p_y − log Σ_{y'≠y} p_y'", "loss": "−cross-entropy"}
 DECISION_SIGNAL = "confidence"
@@ -87,6 +95,8 @@ class PerExampleResult:
     groups: dict[tuple[str, str], GroupEvidence]
     training_seconds: float
     notes: list[str] = field(default_factory=list)
+    single: dict[str, SingleModelTest] = field(default_factory=dict)
+    """One-model tests of methods that cannot be rerun on the pairs (weights unlearned elsewhere), by name."""
 
     def group(self, name: str, state: str = "noiseless") -> GroupEvidence | None:
         return self.groups.get((name, state))
@@ -109,7 +119,8 @@ class PerExampleResult:
             "pair_seeds": [int(s) for s in self.pair_seeds], "reference_seeds": [int(s) for s in self.reference_seeds],
             "training_seconds": self.training_seconds, "notes": self.notes,
             "groups": [g.summary(self.margin, self.alpha, certified_epsilon if g.state == "released" else None)
-                       for g in self.groups.values()]}
+                       for g in self.groups.values()],
+            "single_model": {name: {"signal": DECISION_SIGNAL, **t.to_dict()} for name, t in self.single.items()}}
 
     def per_record(self) -> dict[str, np.ndarray]:
         out = {}
@@ -144,27 +155,36 @@ def _finite_rows(w: torch.Tensor) -> bool:
     return bool(torch.isfinite(w).all())
 
 
-def per_pair_outcomes(ctx: AuditContext, pairs: PairedModels, method: Callable[[AuditContext], MethodOutcome]
-                      ) -> torch.Tensor:
-    """Run a built-in method that works on one trained model (an ``AuditContext``) once per pair: each call sees
-    the pair's original, retrain, schedule and seed."""
-    rows = []
-    originals = pairs.original_weights()
-    for i, seed in enumerate(pairs.seeds):
-        cfg_i = ctx.cfg.model_copy(update={"seed": int(seed)})
-        ctx_i = dataclasses.replace(ctx, cfg=cfg_i, schedule=pairs.schedules[i], w_original=originals[i],
-                                    w_retrain=pairs.retrain[i], extra={})
-        rows.append(method(ctx_i).weights.to(pairs.retrain.dtype))
-    return torch.stack(rows)
+def per_pair_task(ctx: AuditContext, pairs: PairedModels, i: int) -> UnlearningTask:
+    """Pair i's trained run as a method sees it: the pair's original weights, schedule and seed (no HF-OCU
+    unlearner: HF-OCU's paired form is batched)."""
+    task = task_from_context(ctx, with_hfocu=False)
+    seed = int(pairs.seeds[i])
+    return dataclasses.replace(task, schedule=pairs.schedules[i], weights=pairs.original_weights()[i].clone(),
+                               seed=seed, config=ctx.cfg.model_copy(update={"seed": seed}))
 
 
-def collect(ctx: AuditContext, methods: dict[str, Callable[[AuditContext], MethodOutcome]], sigmas: dict[str, float],
-            *, n_pairs: int, margin: float, alpha: float, delta: float, n_bootstrap: int = 2000,
-            progress: Callable[[str, int, int], None] | None = None) -> PerExampleResult:
+def paired_weights(ctx: AuditContext, run: PairedRun, rm: ResolvedMethod) -> torch.Tensor:
+    """Every paired model's unlearned weights, (N, d): the method's batched form when it has one, else the one
+    dispatcher (:func:`~unlearn_audit.audit.methods.run_method`) once per pair."""
+    pairs = run.pairs
+    batched = rm.method.paired(run)
+    if batched is not None:
+        return batched
+    return torch.stack([run_method(rm, ctx, task=per_pair_task(ctx, pairs, i)).weights.to(pairs.retrain.dtype)
+                        for i in range(pairs.n)])
+
+
+def collect(ctx: AuditContext, methods: dict[str, ResolvedMethod], sigmas: dict[str, float], *, n_pairs: int,
+            margin: float, alpha: float, delta: float, n_bootstrap: int = 2000,
+            progress: Callable[[str, int, int], None] | None = None,
+            single: dict[str, torch.Tensor] | None = None) -> PerExampleResult:
     """Train the groups, compute every group's per-example evidence and its comparison with the null.
 
-    ``methods``: name → the method's one-model function (used for methods without a batched form); ``sigmas``:
-    name → the release σ of certified methods (absent or 0 = no release).
+    ``methods``: name → the resolved method (run on every pair: batched when it has a batched form); ``sigmas``:
+    name → the release σ of certified methods (absent or 0 = no release); ``single``: name → the one unlearned model
+    of a method that cannot be rerun on the pairs (weights unlearned elsewhere): ranked against the null models
+    (:func:`~unlearn_audit.stats.per_example.single_model_test`) instead of the paired comparison.
     """
     say = progress or (lambda *_: None)
     cfg, model = ctx.cfg, ctx.model
@@ -173,8 +193,7 @@ def collect(ctx: AuditContext, methods: dict[str, Callable[[AuditContext], Metho
     ref_seeds = base + n_pairs + np.arange(n_pairs)
 
     def init(seed: int) -> torch.Tensor:
-        return build_model(cfg.model.kind, model.input_shape, model.n_classes, seed=seed,
-                           hidden=cfg.model.hidden).initial_weights()
+        return model_from_config(cfg, model.input_shape, model.n_classes, seed).initial_weights()
 
     dtype = ctx.w_original.dtype
     norm = cfg.unlearning.normalisation
@@ -188,19 +207,20 @@ def collect(ctx: AuditContext, methods: dict[str, Callable[[AuditContext], Metho
     if cfg.unlearning.order != "propagate_first" or cfg.unlearning.curvature != "exact":
         notes.append("the paired HF-OCU models use the exact curvature and the propagate-then-inject order, not the "
                      "configured variant")
+    extra_seconds = []
+
+    def independent_retrains() -> torch.Tensor:
+        extra = train_paired(*args, base + 2 * n_pairs + np.arange(n_pairs), init, normalisation=norm,
+                             originals=False, dtype=dtype)
+        extra_seconds.append(extra.seconds)
+        return extra.retrain
+
+    run = PairedRun(pairs, independent_retrains)
     unlearned: dict[str, torch.Tensor] = {}
-    for name, fn in methods.items():
-        if name == "hfocu":
-            unlearned[name] = pairs.hfocu
-        elif name == DO_NOTHING:
-            unlearned[name] = pairs.original_weights()
-        elif name == "retrain":
-            extra = train_paired(*args, base + 2 * n_pairs + np.arange(n_pairs), init, normalisation=norm,
-                                 originals=False, dtype=dtype)
-            seconds += extra.seconds
-            unlearned[name] = extra.retrain
-        else:
-            unlearned[name] = per_pair_outcomes(ctx, pairs, fn)
+    for name, rm in methods.items():
+        if rm.method.pairable:
+            unlearned[name] = paired_weights(ctx, run, rm)
+    seconds += sum(extra_seconds)
     say("paired models", 2, 3)
 
     ref_sig = _signals(ctx, reference.retrain)
@@ -234,9 +254,18 @@ def collect(ctx: AuditContext, methods: dict[str, Callable[[AuditContext], Metho
         ref_rel = _signals(ctx, _release(reference.retrain, sigma, ref_seeds, stream=2))
         null_rel = _signals(ctx, _release(pairs.retrain, sigma, pair_seeds, stream=3))
         add(name, "released", sigma, w_rel, ref_rel, null_rel)
+    single_tests = {}
+    for name, w in (single or {}).items():
+        k = DECISION_SIGNAL
+        one = _signals(ctx, w.reshape(1, -1))[k][0]
+        single_tests[name] = single_model_test(one, null_sig[k], ref_sig[k], control=_signals(
+            ctx, pairs.original_weights())[k], alpha=alpha)
+        notes.append(f"{name}: one model unlearned outside the tool; the per-example test over paired models cannot "
+                     "be run on it, so it is ranked against the retrain-vs-retrain null models instead (can show a "
+                     "trace, never its absence)")
     say("paired models", 3, 3)
     counts = np.bincount(ctx.y_test.numpy(), minlength=model.n_classes)
     return PerExampleResult(n_pairs=n_pairs, n_records=len(ctx.forget_positions), pair_seeds=pair_seeds,
                             reference_seeds=ref_seeds, margin=margin, alpha=alpha, delta=delta,
                             chance_accuracy=float(counts.max() / counts.sum()), groups=groups,
-                            training_seconds=seconds, notes=notes)
+                            training_seconds=seconds, notes=notes, single=single_tests)

@@ -1,21 +1,43 @@
-"""Unlearning methods the audit compares. Each takes the run's :class:`AuditContext` and returns a
-:class:`MethodOutcome`; all run on the same trained model and the same forget set (DESIGN §2.5).
+"""Unlearning methods the audit compares, built-in or yours, all behind one protocol
+(:mod:`unlearn_audit.audit.protocol`) and one registry; all run on the same trained model and forget set (DESIGN
+§2.5).
 
-To add a method: write ``def run_x(ctx) -> MethodOutcome`` and register it in ``METHODS``.
+``resolve_methods(cfg)`` turns ``unlearning.methods`` (built-in names and ``"package.module:Class"`` plugins) and an
+external weights file into :class:`ResolvedMethod` objects before any work; :func:`run_method` is the one dispatcher:
+it builds the method's :class:`~unlearn_audit.audit.protocol.UnlearningTask` from the audit's context, runs it,
+checks what it returned (shape, finiteness, certificate) and records a :class:`MethodOutcome`. To add a built-in:
+subclass :class:`~unlearn_audit.audit.protocol.UnlearningMethod` and register it in ``METHODS``.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
-from typing import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from unlearn_audit.audit.context import AuditContext
 from unlearn_audit.audit.environment import hash_record_id
+from unlearn_audit.audit.protocol import (
+    PairedRun,
+    RequestTiming,
+    UnlearningMethod,
+    UnlearningResult,
+    UnlearningTask,
+)
 from unlearn_audit.certify import NotCertifiable
+from unlearn_audit.config import AuditConfig
 from unlearn_audit.models.functional import weights_hash
+from unlearn_audit.plugins import PluginError, PluginInfo, is_plugin_spec, load_plugin
+
+
+class MethodError(ValueError):
+    """A user's unlearning method (or externally unlearned weights) cannot be judged: one line naming it."""
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(str(message).split()))
 
 
 @dataclass
@@ -44,228 +66,473 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-def run_hfocu(ctx: AuditContext) -> MethodOutcome:
+# -- built-in methods (DESIGN §2.3, §2.5; unlearn_audit.baselines) -------------------------------------------------
+class HFOCU(UnlearningMethod):
     """HF-OCU: the forget set is sent as ``unlearning.requests`` deletion requests, each a vector addition; the
-    release adds Gaussian noise calibrated to all deletions."""
-    un = ctx.unlearner
-    requests = []
-    secs: list[float] = []
-    chunks = np.array_split(np.array(ctx.forget_ids), min(ctx.cfg.unlearning.requests, len(ctx.forget_ids)))
-    for k, chunk in enumerate(chunks):
-        before = weights_hash(un.state_)
-        receipt = un.delete(list(chunk))
-        secs.append(receipt.seconds)
-        requests.append({"request_id": f"req-{k + 1:04d}", "n_records": len(chunk),
-                         "hashed_record_ids": [hash_record_id(r, ctx.record_id_key) for r in chunk],
-                         "applied_at": _now(),
-                         "seconds": receipt.seconds, "state_hash_before": before,
-                         "state_hash_after": weights_hash(un.state_)})
-    pc = ctx.cfg.privacy
+    release adds Gaussian noise calibrated to all deletions. Uses the approximators kept while the run trained
+    (``task.hfocu``); the paired models carry Σ_U a_u from their own training (:meth:`paired`)."""
+
+    name = "hfocu"
+    description = "HF-OCU: w_T + sum of the deleted records' approximators, plus Gaussian noise"
+
+    def unlearn(self, task: UnlearningTask) -> UnlearningResult:
+        un = task.hfocu
+        if un is None:
+            raise RuntimeError("hfocu needs the run's fitted HF-OCU unlearner (task.hfocu)")
+        requests = []
+        for chunk in task.request_chunks():
+            before = weights_hash(un.state_)
+            receipt = un.delete([task.forget_ids[i] for i in chunk])
+            requests.append(RequestTiming(chunk, receipt.seconds, {"state_hash_before": before,
+                                                                   "state_hash_after": weights_hash(un.state_)}))
+        pc = task.config.privacy
+        noise_seed = task.seed + 1
+        try:
+            released, cert, sigma = un.release(epsilon=pc.epsilon, delta=pc.delta, seed=noise_seed,
+                                               mechanism=pc.mechanism)
+            cert_dict = cert.to_dict()
+        except NotCertifiable as err:
+            # the a-posteriori bound blew up: no σ is handed out and nothing is released; the audit judges the
+            # noiseless state's forgetting and says the release is not certifiable (the verdict cannot pass)
+            sigma, released, certified = 0.0, un.state_.clone(), False
+            cert_dict = {"bound": f"{pc.bound} (not certifiable)", "sensitivity": None, "constants": {},
+                         "n_forget": len(un.deleted_), "model": un.model.kind, "not_certifiable": str(err)}
+        else:
+            certified = True
+        return UnlearningResult(
+            weights=un.state_.clone(), released=released, sigma=sigma, certified=certified,
+            certificate={"epsilon": pc.epsilon, "delta": pc.delta, "mechanism": pc.mechanism, "sigma": sigma,
+                         "noise_seed": noise_seed, **cert_dict},
+            requests=requests, precompute_seconds=un.fit_seconds_, storage_bytes=un.storage_bytes(),
+            extra={"mode": un.mode, "curvature": un.curvature_name_, "order": task.config.unlearning.order,
+                   "layout": un.layout_, "layout_reason": un.layout_reason, "hvp_count": int(un.hvp_count_)})
+
+    def paired(self, run: PairedRun) -> torch.Tensor:
+        return run.pairs.hfocu
+
+
+def _second_order_requests(task: UnlearningTask, delete) -> list[RequestTiming]:
+    """Send the forget set as ``task.requests`` requests through ``delete(training positions) -> seconds``."""
+    pos = np.asarray(task.forget_positions)
+    return [RequestTiming(idx, float(delete(pos[idx]))) for idx in task.request_chunks()]
+
+
+class _SecondOrder(UnlearningMethod):
+    solver_cls: type
+
+    def unlearn(self, task: UnlearningTask) -> UnlearningResult:
+        bc = task.config.baselines
+        un = self.solver_cls(task.model, task.sgd.lam, solver=bc.solver, exact_max_dim=bc.exact_max_dim,
+                             cg_tol=bc.cg_tol, cg_maxiter=bc.cg_maxiter,
+                             hvp_precision=bc.hvp_precision).fit(task.weights, task.x, task.y)
+        requests = _second_order_requests(task, un.delete)
+        w = un.state_.to(task.weights.dtype)
+        damped = un.any_indefinite()
+        description = self.description + (" [Hessian indefinite: damping added, see 'solves']" if damped else "")
+        return UnlearningResult(
+            weights=w, requests=requests, precompute_seconds=un.precompute_seconds_,
+            storage_bytes=int(un.storage_bytes), description=description,
+            extra={"solver": un.solver_name, "hessian_indefinite": damped, "precompute": un.precompute_info_ or None,
+                   "solves": un.solves_,
+                   "storage_note": "beyond the model and the training data the method needs at request time"})
+
+
+class NewtonStep(_SecondOrder):
+    """Newton step (Sekhari et al. 2021) on the cumulative forget set; one factor-and-solve per request."""
+
+    name = "ns"
+    description = ("Newton step (Sekhari et al. 2021): w + (1/(n-m)) H_{S\\U}^-1 sum_u grad l(w; z_u), lambda "
+                   "included; uncertified here")
+
+    def __init__(self) -> None:
+        from unlearn_audit.baselines import NewtonStep as solver
+
+        self.solver_cls = solver
+
+
+class InfluenceJackknife(_SecondOrder):
+    """Infinitesimal jackknife: H_S factored in the precompute; triangular solves per request."""
+
+    name = "ij"
+    description = ("infinitesimal jackknife: w + (1/n) H_S^-1 sum_u grad l(w; z_u), H_S factored before "
+                   "requests; uncertified")
+
+    def __init__(self) -> None:
+        from unlearn_audit.baselines import InfluenceJackknife as solver
+
+        self.solver_cls = solver
+
+
+class CertifiedNewtonStep(UnlearningMethod):
+    """Certified Newton step of Zhang et al. (ICML 2024): LiSSA, their bound with measured constants, AGM noise."""
+
+    name = "cns"
+    description = ("certified Newton step (Zhang et al. ICML 2024): one Newton step per request on the retained "
+                   "data from the previous estimate, inverse by LiSSA, Gaussian noise")
+
+    def unlearn(self, task: UnlearningTask) -> UnlearningResult:
+        from unlearn_audit.baselines import CertifiedNewtonStep as CNS
+        from unlearn_audit.certify import release
+
+        bc, pc = task.config.baselines, task.config.privacy
+        un = CNS(task.model, task.sgd.lam, damping=bc.cns_damping, chains=bc.cns_chains, depth=bc.cns_depth,
+                 hessian_batch=bc.cns_hessian_batch, scale=bc.cns_scale, radius=task.sgd.weight_norm_bound,
+                 seed=task.seed, hvp_precision=bc.hvp_precision).fit(task.weights, task.x, task.y)
+        requests = _second_order_requests(task, un.delete)
+        for r, detail in zip(requests, un.requests_):
+            r.details.update({k: v for k, v in detail.items() if k not in ("n_records", "seconds")})
+        cert, sigma = un.certificate(pc.epsilon, pc.delta, pc.mechanism)
+        noise_seed = task.seed + 1
+        cert["noise_seed"] = noise_seed
+        w = un.state_.to(task.weights.dtype)
+        last = un.requests_[-1]
+        return UnlearningResult(
+            weights=w, released=release(w, sigma, noise_seed), sigma=sigma, certified=True, certificate=cert,
+            requests=requests, precompute_seconds=un.precompute_seconds_, storage_bytes=0,
+            extra={"certificate_seconds_per_request": float(np.mean([r["certificate_seconds"]
+                                                                      for r in un.requests_])),
+                   "lissa": last["lissa"], "lissa_scale_how": un.scale_how_,
+                   "damping_raised": any(r["damping_note"] for r in un.requests_),
+                   "storage_note": "no stored statistics; needs the retained training data at request time"})
+
+    def diagnostics(self, result: UnlearningResult, task: UnlearningTask, w_retrain: torch.Tensor) -> dict:
+        """Is the theorem's reference assumption met? (An unlearner never has the retrained model.)"""
+        from unlearn_audit.baselines import DataHessian
+
+        assert result.requests and result.certificate is not None
+        last = result.requests[-1].details
+        grad_re = float(DataHessian(task.model, task.sgd.lam, w_retrain, *task.retain).gradient().norm())
+        mu = last["damping"] + last["lambda_min"]
+        dist = float((result.weights.double() - w_retrain.double()).norm())
+        return {"audit_diagnostics": {
+            "distance_to_retrain_vs_certified_bound": [dist, result.certificate["sensitivity"]],
+            "retrain_norm_vs_R": [float(w_retrain.double().norm()), last["R"]],
+            "retrain_gradient_norm_on_retained_objective": grad_re,
+            "stationarity_term_not_in_certificate": grad_re / mu if mu > 0 else None}}
+
+
+def _final_lr(task: UnlearningTask) -> float:
+    return float(task.schedule.lrs[-1])
+
+
+class Finetune(UnlearningMethod):
+    """Fine-tuning on the retained records from the trained model (uncertified; one request)."""
+
+    name = "finetune"
+
+    def unlearn(self, task: UnlearningTask) -> UnlearningResult:
+        from unlearn_audit.baselines import finetune
+
+        bc = task.config.baselines
+        lr = bc.finetune_lr or _final_lr(task)
+        w, secs = finetune(task.model, task.sgd, task.weights, *task.retain, epochs=bc.finetune_epochs, lr=lr,
+                           seed=task.seed + 7)
+        return _one_request(task, w, secs, f"fine-tuning: {bc.finetune_epochs} epochs of SGD (lr {lr:.4g}) on the "
+                            "retained records from the trained model; uncertified", epochs=bc.finetune_epochs, lr=lr)
+
+
+class NegGrad(UnlearningMethod):
+    """Gradient ascent on the forget set from the trained model (uncertified; one request)."""
+
+    name = "neggrad"
+
+    def unlearn(self, task: UnlearningTask) -> UnlearningResult:
+        from unlearn_audit.baselines import neggrad
+
+        bc = task.config.baselines
+        lr = bc.neggrad_lr or _final_lr(task)
+        w, secs = neggrad(task.model, task.weights, *task.forget, steps=bc.neggrad_steps, lr=lr,
+                          weight_norm_bound=task.sgd.weight_norm_bound)
+        return _one_request(task, w, secs, f"NegGrad: {bc.neggrad_steps} gradient-ascent steps (lr {lr:.4g}) on "
+                            "the forget set's cross-entropy from the trained model; uncertified",
+                            steps=bc.neggrad_steps, lr=lr)
+
+
+class DPSGD(UnlearningMethod):
+    """A model trained with Opacus DP-SGD at privacy.epsilon: no deletion step (privacy by training)."""
+
+    name = "dpsgd"
+
+    def unlearn(self, task: UnlearningTask) -> UnlearningResult:
+        from unlearn_audit.baselines import train_dpsgd
+
+        bc, pc = task.config.baselines, task.config.privacy
+        clip = task.sgd.clipping_norm() if task.sgd.clip == "per_sample" else bc.dpsgd_clip_norm
+        res = train_dpsgd(task.model, task.x, task.y, task.sgd, epsilon=pc.epsilon, delta=pc.delta,
+                          max_grad_norm=clip, accountant=bc.dpsgd_accountant, seed=task.seed + 11)
+        w = res.weights.to(task.weights.dtype)
+        return UnlearningResult(
+            weights=w, precompute_seconds=res.seconds, certificate=res.certificate(len(task.forget_positions)),
+            requests=[], description=f"DP-SGD (Opacus, {res.accountant} accountant): a separately trained model, "
+                                     f"per-record epsilon {res.epsilon:.3g} at delta {res.delta:g}; no deletion step",
+            extra={"privacy_by_training": True, "precompute_is": "DP-SGD training time", "dp_epsilon": res.epsilon,
+                   "dp_delta": res.delta, "noise_multiplier": res.noise_multiplier})
+
+
+class Identity(UnlearningMethod):
+    """Do nothing: return the trained model unchanged (a control; the audit must fail it wherever it has power)."""
+
+    name = "identity"
+    description = "do nothing: the original weights, unchanged (control)"
+
+    def unlearn(self, task: UnlearningTask) -> UnlearningResult:
+        return _one_request(task, task.weights.clone(), 0.0)
+
+    def paired(self, run: PairedRun) -> torch.Tensor:
+        return run.pairs.original_weights()
+
+
+class Retrain(UnlearningMethod):
+    """Exact retraining without U audited as if it were a method (a control; passes up to the test's α). In the
+    per-example tests its models come from training seeds independent of the reference retrains'."""
+
+    name = "retrain"
+    description = "exact retraining without the forget set, audited as a method (control)"
+
+    def unlearn(self, task: UnlearningTask) -> UnlearningResult:
+        from unlearn_audit.training import retrain_without
+
+        start = time.perf_counter()
+        w = retrain_without(task.model, task.x, task.y, task.sgd, task.schedule, task.forget_positions,
+                            normalisation=task.config.unlearning.normalisation, dtype=task.weights.dtype)
+        return _one_request(task, w, time.perf_counter() - start)
+
+    def paired(self, run: PairedRun) -> torch.Tensor:
+        return run.independent_retrains()
+
+
+def _one_request(task: UnlearningTask, w: torch.Tensor, seconds: float, description: str | None = None,
+                 **settings) -> UnlearningResult:
+    """An uncertified method that handles the whole forget set in one request, with no precompute."""
+    return UnlearningResult(weights=w.to(task.weights.dtype), description=description,
+                            requests=[RequestTiming(np.arange(len(task.forget_positions)), float(seconds))],
+                            extra={**settings, "batch_method": "the whole forget set in one request"})
+
+
+class ExternalWeights(UnlearningMethod):
+    """Weights unlearned outside the tool (``unlearning.unlearned_weights`` / ``--unlearned-weights``), from the
+    trained run the tool exported, for the records of ``unlearning.forget_file``. One model: it cannot be rerun on
+    the paired models (``pairable = False``), so the per-example test judges it only as one draw against the
+    retrain null (:mod:`unlearn_audit.audit.evidence`), and its verdict can fail but never pass."""
+
+    name = "external"
+    pairable = False
+
+    def __init__(self, path: str, trained_run: str | None = None):
+        self.path = Path(path)
+        self.trained_run = Path(trained_run) if trained_run is not None else None
+        self.description = f"weights unlearned outside the tool, read from {self.path.name}"
+        self.sha256: str | None = None
+
+    def load(self) -> np.ndarray:
+        """The weight vector in the file (a 1-D float .npy; never unpickled); MethodError otherwise."""
+        from unlearn_audit.common import file_sha256
+
+        label = f"unlearned weights '{self.path}'"
+        if not self.path.is_file():
+            raise MethodError(f"{label}: file not found")
+        try:
+            w = np.load(self.path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as err:
+            raise MethodError(f"{label}: not a readable .npy array ({' '.join(str(err).split())[:120]}); write it "
+                              "with numpy.save") from None
+        if not isinstance(w, np.ndarray) or w.ndim != 1 or w.dtype.kind != "f":
+            what = f"shape {w.shape} {w.dtype}" if isinstance(w, np.ndarray) else type(w).__name__
+            raise MethodError(f"{label}: expected a 1-D float array (the flat weight vector), got {what}")
+        self.sha256 = file_sha256(self.path)
+        return w
+
+    def check_trained_run(self, task: UnlearningTask) -> str | None:
+        """The trained run's weights hash, checked equal to the model this audit trained (and its record ids):
+        MethodError otherwise. None when no trained run was named."""
+        import json
+
+        from unlearn_audit.deletion import find_trained_run
+
+        if self.trained_run is None:
+            return None
+        folder = find_trained_run(self.trained_run)
+        label = f"unlearned weights '{self.path}': trained run '{self.trained_run}'"
+        try:
+            spec = json.loads((folder / "spec.json").read_text(encoding="utf-8"))
+            ids = np.load(folder / "record_ids.npy", allow_pickle=False)
+            saved = str(spec["weights_hash"])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise MethodError(f"{label}: not a readable trained run ({' '.join(str(err).split())[:120]})") from None
+        if saved != weights_hash(task.weights):
+            raise MethodError(f"{label} holds another model (weights hash {saved[:12]}…, this config trains "
+                              f"{weights_hash(task.weights)[:12]}…): the weights were not unlearned from the model "
+                              "this audit judges against")
+        if ids.shape != task.record_ids.shape or not np.array_equal(ids.astype(str), task.record_ids.astype(str)):
+            raise MethodError(f"{label}: its record ids differ from this config's training split")
+        return saved
+
+    def unlearn(self, task: UnlearningTask) -> UnlearningResult:
+        base = self.check_trained_run(task)
+        w = torch.as_tensor(self.load(), dtype=task.weights.dtype)
+        return UnlearningResult(weights=w, requests=[], extra={
+            "external": {"file": str(self.path), "sha256": self.sha256,
+                         "trained_run": str(self.trained_run) if self.trained_run is not None else None,
+                         "trained_run_checked": base is not None, "base_weights_hash": base}})
+
+
+METHODS: dict[str, type[UnlearningMethod]] = {
+    cls.name: cls for cls in (HFOCU, Identity, Retrain, CertifiedNewtonStep, NewtonStep, InfluenceJackknife,
+                              Finetune, NegGrad, DPSGD)}
+"""The built-in methods by name (unlearning.methods); plugins are ``"package.module:Class"``."""
+EXTERNAL = ExternalWeights.name
+
+
+# -- the registry and the one dispatcher -------------------------------------------------------------------------
+@dataclass
+class ResolvedMethod:
+    """A method the audit runs: its name in results.json (the built-in name or the plugin spec), the instance,
+    and the user code it came from (None for a built-in)."""
+
+    name: str
+    method: UnlearningMethod
+    plugin: PluginInfo | None = None
+
+    @property
+    def label(self) -> str:
+        if self.plugin is not None:
+            return f"unlearning method '{self.name}'"
+        if isinstance(self.method, ExternalWeights):
+            return f"unlearned weights '{self.method.path}'"
+        return f"method '{self.name}'"
+
+    @property
+    def user_code(self) -> bool:
+        """Code or data from outside the tool: its failures are the user's input errors (exit 2), not bugs."""
+        return self.plugin is not None or isinstance(self.method, ExternalWeights)
+
+
+def resolve_method(name: str, plugin_path: tuple[str, ...] | list[str] = ()) -> ResolvedMethod:
+    """A built-in name, or ``"package.module:Class"`` (imported from the environment or ``plugin_path``, then
+    instantiated with no arguments). PluginError / MethodError (one line naming it) when it cannot be used."""
+    if name in METHODS:
+        return ResolvedMethod(name, METHODS[name]())
+    if not is_plugin_spec(name):
+        raise MethodError(f"unknown method '{name}'; built-in: {', '.join(METHODS)}, or 'package.module:Class'")
+    cls, info = load_plugin(name, plugin_path, what="unlearning method")
+    label = f"unlearning method '{name}'"
+    if not (isinstance(cls, type) and issubclass(cls, UnlearningMethod)):
+        raise MethodError(f"{label}: '{info.attribute}' is not a subclass of "
+                          "unlearn_audit.audit.protocol.UnlearningMethod")
     try:
-        released, cert, sigma = un.release(epsilon=pc.epsilon, delta=pc.delta, seed=ctx.noise_seed,
-                                           mechanism=pc.mechanism)
-        cert_dict = cert.to_dict()
-    except NotCertifiable as err:
-        # the a-posteriori bound blew up: no σ is handed out and nothing is released; the audit judges the noiseless
-        # state's forgetting and says the release is not certifiable (the pipeline keeps the verdict from passing)
-        sigma, released, certified = 0.0, un.state_.clone(), False
-        cert_dict = {"bound": f"{pc.bound} (not certifiable)", "sensitivity": None, "constants": {},
-                     "n_forget": len(un.deleted_), "model": un.model.kind, "not_certifiable": str(err)}
-    else:
-        certified = True
-    return MethodOutcome(
-        name="hfocu", description="HF-OCU: w_T + sum of the deleted records' approximators, plus Gaussian noise",
-        weights=un.state_.clone(), released=released, sigma=sigma, certified=certified,
-        seconds_per_request=float(np.mean(secs)), precompute_seconds=un.fit_seconds_,
-        storage_bytes=un.storage_bytes(),
-        certificate={"epsilon": pc.epsilon, "delta": pc.delta, "mechanism": pc.mechanism, "sigma": sigma,
-                     "noise_seed": ctx.noise_seed, **cert_dict},
-        requests=requests,
-        extra={"latency_seconds": {"p50": float(np.percentile(secs, 50)), "p99": float(np.percentile(secs, 99)),
-                                   "n_requests": len(secs)},
-               "mode": un.mode, "curvature": un.curvature_name_, "order": ctx.cfg.unlearning.order,
-               "layout": un.layout_, "layout_reason": un.layout_reason,
-               "hvp_count": int(un.hvp_count_)})
+        method = cls()
+    except Exception as err:                 # noqa: BLE001 - user code may raise anything
+        raise MethodError(f"{label}: instantiating it raised {_short(err)}") from None
+    return ResolvedMethod(name, method, info)
 
 
-# -- baselines (DESIGN §2.5; unlearn_audit.baselines) ------------------------------------------------------------
-def _baseline_requests(ctx: AuditContext, delete: Callable[[np.ndarray], float]) -> list[dict]:
-    """Send the forget set as ``unlearning.requests`` requests (the same split as hfocu's) through
-    ``delete(training positions) -> seconds``."""
-    pos, ids = np.asarray(ctx.forget_positions), ctx.forget_ids
-    out = []
-    for k, idx in enumerate(np.array_split(np.arange(len(pos)), min(ctx.cfg.unlearning.requests, len(pos)))):
-        secs = delete(pos[idx])
-        out.append({"request_id": f"req-{k + 1:04d}", "n_records": len(idx),
-                    "hashed_record_ids": [hash_record_id(ids[i], ctx.record_id_key) for i in idx], "applied_at": _now(),
-                    "seconds": float(secs)})
+def resolve_methods(cfg: AuditConfig) -> dict[str, ResolvedMethod]:
+    """Every method of the config, in order (``unlearning.methods``, then the external weights when given);
+    imports the plugins. Run before any work so that a bad plugin stops the audit at once."""
+    out = {name: resolve_method(name, cfg.plugin_path) for name in cfg.unlearning.methods}
+    if cfg.unlearning.unlearned_weights is not None:
+        ext = ExternalWeights(cfg.unlearning.unlearned_weights, cfg.unlearning.trained_run)
+        ext.load()                           # readable, 1-D float: checked now; its length once the model exists
+        out[EXTERNAL] = ResolvedMethod(EXTERNAL, ext)
     return out
 
 
-def _latency(requests: list[dict]) -> dict:
-    secs = [r["seconds"] for r in requests]
-    return {"p50": float(np.percentile(secs, 50)), "p99": float(np.percentile(secs, 99)), "n_requests": len(secs)}
+def _short(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    text = text if len(text) <= 200 else text[:197] + "..."
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
-def _single_request(ctx: AuditContext, seconds: float) -> list[dict]:
-    """Batch methods (finetune, neggrad) take the whole forget set as one request."""
-    return [{"request_id": "req-0001", "n_records": len(ctx.forget_ids),
-             "hashed_record_ids": [hash_record_id(r, ctx.record_id_key) for r in ctx.forget_ids], "applied_at": _now(),
-             "seconds": float(seconds)}]
+def task_from_context(ctx: AuditContext, *, with_hfocu: bool = True) -> UnlearningTask:
+    """The method's view of the audit's run: the trained run and the forget set, never the retrained model."""
+    return UnlearningTask(model=ctx.model, x=ctx.x, y=ctx.y, record_ids=ctx.train_ids, schedule=ctx.schedule,
+                          sgd=ctx.sgd, weights=ctx.w_original.clone(),
+                          forget_positions=np.asarray(ctx.forget_positions).copy(),
+                          forget_ids=tuple(ctx.forget_ids), seed=ctx.cfg.seed, requests=ctx.cfg.unlearning.requests,
+                          config=ctx.cfg, hfocu=ctx.unlearner if with_hfocu else None)
 
 
-def _final_lr(ctx: AuditContext) -> float:
-    return float(ctx.schedule.lrs[-1])
+def _checked_weights(rm: ResolvedMethod, w, d: int, what: str, dtype: torch.dtype) -> torch.Tensor:
+    if isinstance(w, np.ndarray):
+        if w.dtype.kind not in "fiu":
+            raise MethodError(f"{rm.label}: {what} has dtype {w.dtype}, expected a float vector")
+        w = torch.as_tensor(w)
+    if not isinstance(w, torch.Tensor):
+        raise MethodError(f"{rm.label}: returned {type(w).__name__} as {what}; expected a torch.Tensor or numpy "
+                          "array of the flat weights, or an UnlearningResult")
+    if tuple(w.shape) != (d,):
+        raise MethodError(f"{rm.label}: {what} have shape {tuple(w.shape)}, expected ({d},) (the model's flat "
+                          "weight vector)")
+    w = w.detach().to("cpu", dtype)
+    if not bool(torch.isfinite(w).all()):
+        raise MethodError(f"{rm.label}: {what} contain NaN or inf")
+    return w
 
 
-def _run_second_order(ctx: AuditContext, cls, name: str, description: str) -> MethodOutcome:
-    bc = ctx.cfg.baselines
-    un = cls(ctx.model, ctx.sgd.lam, solver=bc.solver, exact_max_dim=bc.exact_max_dim, cg_tol=bc.cg_tol,
-             cg_maxiter=bc.cg_maxiter, hvp_precision=bc.hvp_precision).fit(ctx.w_original, ctx.x, ctx.y)
-    requests = _baseline_requests(ctx, un.delete)
-    w = un.state_.to(ctx.w_original.dtype)
-    damped = un.any_indefinite()
-    if damped:
-        description += " [Hessian indefinite: damping added, see 'solves']"
+def checked_result(rm: ResolvedMethod, raw, d: int, dtype: torch.dtype) -> UnlearningResult:
+    """What a method returned, checked: an UnlearningResult (or a bare weight vector) with finite weights of the
+    model's size, a finite σ ≥ 0, and a certified method's release and certificate. MethodError naming it."""
+    res = raw if isinstance(raw, UnlearningResult) else UnlearningResult(weights=raw)
+    res.weights = _checked_weights(rm, res.weights, d, "the unlearned weights", dtype)
+    if res.released is not None:
+        res.released = _checked_weights(rm, res.released, d, "the released weights", dtype)
+    if not (isinstance(res.sigma, (int, float)) and np.isfinite(res.sigma) and res.sigma >= 0):
+        raise MethodError(f"{rm.label}: sigma must be a finite number >= 0, got {res.sigma!r}")
+    if res.certified:
+        cert = res.certificate
+        if res.released is None or res.sigma <= 0:
+            raise MethodError(f"{rm.label}: a certified result needs released weights and sigma > 0")
+        missing = [k for k in ("epsilon", "delta", "sigma", "sensitivity")
+                   if not isinstance((cert or {}).get(k), (int, float))]
+        if missing:
+            raise MethodError(f"{rm.label}: a certified result's certificate needs the number(s) "
+                              f"{', '.join(missing)}")
+    for r in res.requests or []:
+        if not isinstance(r, RequestTiming):
+            raise MethodError(f"{rm.label}: requests must be RequestTiming objects")
+    return res
+
+
+def run_method(rm: ResolvedMethod, ctx: AuditContext, *, task: UnlearningTask | None = None) -> MethodOutcome:
+    """THE dispatcher: run ``rm`` on the audit's run (or on ``task``: a paired model), check what it returned and
+    record it (with the method's audit-only :meth:`~UnlearningMethod.diagnostics` on the audit's run). A plugin
+    that raises or returns something unusable is a MethodError naming it (exit 2); a built-in that raises is a bug
+    and propagates."""
+    main = task is None
+    task = task if task is not None else task_from_context(ctx)
+    start = time.perf_counter()
+    try:
+        raw = rm.method.unlearn(task)
+    except (MethodError, PluginError):
+        raise
+    except Exception as err:                 # noqa: BLE001 - user code may raise anything
+        if not rm.user_code:
+            raise
+        raise MethodError(f"{rm.label}: unlearn() raised {_short(err)}") from None
+    seconds = time.perf_counter() - start
+    res = checked_result(rm, raw, task.model.dim, task.weights.dtype)
+    timings = res.requests if res.requests is not None else [
+        RequestTiming(np.arange(len(task.forget_positions)), seconds)]
+    ids = task.forget_ids
+    requests = [{"request_id": f"req-{k + 1:04d}", "n_records": len(r.indices),
+                 "hashed_record_ids": [hash_record_id(ids[i], ctx.record_id_key) for i in r.indices],
+                 "applied_at": _now(), "seconds": float(r.seconds), **r.details} for k, r in enumerate(timings)]
+    extra = dict(res.extra)
+    if requests:
+        secs = [r["seconds"] for r in requests]
+        extra = {"latency_seconds": {"p50": float(np.percentile(secs, 50)), "p99": float(np.percentile(secs, 99)),
+                                     "n_requests": len(secs)}, **extra}
+    if rm.plugin is not None:
+        extra["plugin"] = rm.plugin.to_dict()
+    if main:
+        extra.update(rm.method.diagnostics(res, task, ctx.w_retrain))
+    released = res.released if res.released is not None else res.weights.clone()
     return MethodOutcome(
-        name=name, description=description, weights=w, released=w.clone(), sigma=0.0, certified=False,
-        seconds_per_request=float(np.mean([r["seconds"] for r in requests])),
-        precompute_seconds=un.precompute_seconds_, storage_bytes=int(un.storage_bytes), requests=requests,
-        extra={"latency_seconds": _latency(requests), "solver": un.solver_name, "hessian_indefinite": damped,
-               "precompute": un.precompute_info_ or None, "solves": un.solves_,
-               "storage_note": "beyond the model and the training data the method needs at request time"})
-
-
-def run_ns(ctx: AuditContext) -> MethodOutcome:
-    """Newton step (Sekhari et al. 2021) on the cumulative forget set; one factor-and-solve per request."""
-    from unlearn_audit.baselines import NewtonStep
-
-    return _run_second_order(ctx, NewtonStep, "ns", "Newton step (Sekhari et al. 2021): w + (1/(n-m)) "
-                             "H_{S\\U}^-1 sum_u grad l(w; z_u), lambda included; uncertified here")
-
-
-def run_ij(ctx: AuditContext) -> MethodOutcome:
-    """Infinitesimal jackknife: H_S factored in the precompute; triangular solves per request."""
-    from unlearn_audit.baselines import InfluenceJackknife
-
-    return _run_second_order(ctx, InfluenceJackknife, "ij", "infinitesimal jackknife: w + (1/n) H_S^-1 "
-                             "sum_u grad l(w; z_u), H_S factored before requests; uncertified")
-
-
-def run_cns(ctx: AuditContext) -> MethodOutcome:
-    """Certified Newton step of Zhang et al. (ICML 2024): LiSSA, their bound with measured constants, AGM noise."""
-    from unlearn_audit.baselines import CertifiedNewtonStep, DataHessian
-    from unlearn_audit.certify import release
-
-    bc, pc = ctx.cfg.baselines, ctx.cfg.privacy
-    un = CertifiedNewtonStep(ctx.model, ctx.sgd.lam, damping=bc.cns_damping, chains=bc.cns_chains,
-                             depth=bc.cns_depth, hessian_batch=bc.cns_hessian_batch, scale=bc.cns_scale,
-                             radius=ctx.sgd.weight_norm_bound, seed=ctx.cfg.seed,
-                             hvp_precision=bc.hvp_precision).fit(ctx.w_original, ctx.x, ctx.y)
-    requests = _baseline_requests(ctx, un.delete)
-    for r, detail in zip(requests, un.requests_):
-        r.update({k: v for k, v in detail.items() if k not in ("n_records", "seconds")})
-    cert, sigma = un.certificate(pc.epsilon, pc.delta, pc.mechanism)
-    cert["noise_seed"] = ctx.noise_seed
-    w = un.state_.to(ctx.w_original.dtype)
-    last = un.requests_[-1]
-    # Audit-only diagnostics (an unlearner never has the retrained model): is the theorem's reference assumption met?
-    x_r, y_r = ctx.retain
-    grad_re = float(DataHessian(ctx.model, ctx.sgd.lam, ctx.w_retrain, x_r, y_r).gradient().norm())
-    mu = last["damping"] + last["lambda_min"]
-    dist = float((un.state_ - ctx.w_retrain.double()).norm())
-    return MethodOutcome(
-        name="cns", description="certified Newton step (Zhang et al. ICML 2024): one Newton step per request on the "
-                                "retained data from the previous estimate, inverse by LiSSA, Gaussian noise",
-        weights=w, released=release(w, sigma, ctx.noise_seed), sigma=sigma, certified=True,
-        seconds_per_request=float(np.mean([r["seconds"] for r in requests])),
-        precompute_seconds=un.precompute_seconds_, storage_bytes=0, certificate=cert, requests=requests,
-        extra={"latency_seconds": _latency(requests),
-               "certificate_seconds_per_request": float(np.mean([r["certificate_seconds"] for r in un.requests_])),
-               "lissa": last["lissa"], "lissa_scale_how": un.scale_how_,
-               "damping_raised": any(r["damping_note"] for r in un.requests_),
-               "storage_note": "no stored statistics; needs the retained training data at request time",
-               "audit_diagnostics": {
-                   "distance_to_retrain_vs_certified_bound": [dist, cert["sensitivity"]],
-                   "retrain_norm_vs_R": [float(ctx.w_retrain.double().norm()), last["R"]],
-                   "retrain_gradient_norm_on_retained_objective": grad_re,
-                   "stationarity_term_not_in_certificate": grad_re / mu if mu > 0 else None}})
-
-
-def _one_request_outcome(ctx: AuditContext, name: str, description: str, w: torch.Tensor, seconds: float,
-                         **settings) -> MethodOutcome:
-    """Outcome of an uncertified method that handles the whole forget set in one request, with no precompute."""
-    requests = _single_request(ctx, seconds)
-    w = w.to(ctx.w_original.dtype)
-    return MethodOutcome(
-        name=name, description=description, weights=w, released=w.clone(), sigma=0.0, certified=False,
-        seconds_per_request=seconds, precompute_seconds=0.0, storage_bytes=0, requests=requests,
-        extra={"latency_seconds": _latency(requests), **settings,
-               "batch_method": "the whole forget set in one request"})
-
-
-def run_finetune(ctx: AuditContext) -> MethodOutcome:
-    """Fine-tuning on the retained records from the trained model (uncertified; one request)."""
-    from unlearn_audit.baselines import finetune
-
-    bc = ctx.cfg.baselines
-    lr = bc.finetune_lr or _final_lr(ctx)
-    w, secs = finetune(ctx.model, ctx.sgd, ctx.w_original, *ctx.retain, epochs=bc.finetune_epochs, lr=lr,
-                       seed=ctx.cfg.seed + 7)
-    return _one_request_outcome(ctx, "finetune", f"fine-tuning: {bc.finetune_epochs} epochs of SGD (lr {lr:.4g}) "
-                                "on the retained records from the trained model; uncertified", w, secs,
-                                epochs=bc.finetune_epochs, lr=lr)
-
-
-def run_neggrad(ctx: AuditContext) -> MethodOutcome:
-    """Gradient ascent on the forget set from the trained model (uncertified; one request)."""
-    from unlearn_audit.baselines import neggrad
-
-    bc = ctx.cfg.baselines
-    lr = bc.neggrad_lr or _final_lr(ctx)
-    w, secs = neggrad(ctx.model, ctx.w_original, *ctx.forget, steps=bc.neggrad_steps, lr=lr,
-                      weight_norm_bound=ctx.sgd.weight_norm_bound)
-    return _one_request_outcome(ctx, "neggrad", f"NegGrad: {bc.neggrad_steps} gradient-ascent steps (lr {lr:.4g}) "
-                                "on the forget set's cross-entropy from the trained model; uncertified", w, secs,
-                                steps=bc.neggrad_steps, lr=lr)
-
-
-def run_dpsgd(ctx: AuditContext) -> MethodOutcome:
-    """A model trained with Opacus DP-SGD at privacy.epsilon: no deletion step (privacy by training)."""
-    from unlearn_audit.baselines import train_dpsgd
-
-    bc, pc = ctx.cfg.baselines, ctx.cfg.privacy
-    clip = ctx.sgd.clipping_norm() if ctx.sgd.clip == "per_sample" else bc.dpsgd_clip_norm
-    res = train_dpsgd(ctx.model, ctx.x, ctx.y, ctx.sgd, epsilon=pc.epsilon, delta=pc.delta, max_grad_norm=clip,
-                      accountant=bc.dpsgd_accountant, seed=ctx.cfg.seed + 11)
-    w = res.weights.to(ctx.w_original.dtype)
-    return MethodOutcome(
-        name="dpsgd", description=f"DP-SGD (Opacus, {res.accountant} accountant): a separately trained model, "
-                                  f"per-record epsilon {res.epsilon:.3g} at delta {res.delta:g}; no deletion step",
-        weights=w, released=w.clone(), sigma=0.0, certified=False, seconds_per_request=0.0,
-        precompute_seconds=res.seconds, storage_bytes=0, certificate=res.certificate(len(ctx.forget_positions)),
-        requests=[], extra={"privacy_by_training": True, "precompute_is": "DP-SGD training time",
-                            "dp_epsilon": res.epsilon, "dp_delta": res.delta,
-                            "noise_multiplier": res.noise_multiplier})
-
-
-def run_identity(ctx: AuditContext) -> MethodOutcome:
-    """Do nothing: return the trained model unchanged (a control; the audit must fail it wherever it has power)."""
-    return _one_request_outcome(ctx, "identity", "do nothing: the original weights, unchanged (control)",
-                                ctx.w_original.clone(), 0.0)
-
-
-def run_retrain(ctx: AuditContext) -> MethodOutcome:
-    """Exact retraining without U audited as if it were a method (a control; passes up to the test's α). In the
-    per-example tests its models come from training seeds independent of the reference retrains'."""
-    return _one_request_outcome(ctx, "retrain", "exact retraining without the forget set, audited as a method "
-                                "(control)", ctx.w_retrain.clone(), ctx.retrain_seconds)
-
-
-METHODS: dict[str, Callable[[AuditContext], MethodOutcome]] = {
-    "hfocu": run_hfocu, "identity": run_identity, "retrain": run_retrain, "cns": run_cns, "ns": run_ns, "ij": run_ij,
-    "finetune": run_finetune,
-    "neggrad": run_neggrad, "dpsgd": run_dpsgd}
+        name=rm.name, description=res.description or rm.method.description or rm.name, weights=res.weights,
+        released=released, sigma=float(res.sigma) if res.certified else 0.0, certified=bool(res.certified),
+        seconds_per_request=float(np.mean([r["seconds"] for r in requests])) if requests else 0.0,
+        precompute_seconds=float(res.precompute_seconds), storage_bytes=int(res.storage_bytes),
+        certificate=res.certificate, requests=requests, extra=extra)
 
 
 def outcome_summary(ctx: AuditContext, out: MethodOutcome) -> dict:

@@ -17,7 +17,7 @@ from unlearn_audit.audit import attack_suite, evidence, measure
 from unlearn_audit.audit.attack_suite import ATTACKS
 from unlearn_audit.audit.context import AuditContext
 from unlearn_audit.audit.environment import environment
-from unlearn_audit.audit.methods import METHODS, outcome_summary
+from unlearn_audit.audit.methods import EXTERNAL, outcome_summary, resolve_methods, run_method
 from unlearn_audit.audit.targets import Target
 from unlearn_audit.audit.tradeoff import privacy_utility_sweep
 from unlearn_audit.audit.verdict import ReleaseEvidence, decide
@@ -134,15 +134,16 @@ def run_audit(cfg: AuditConfig, progress: Progress | None = None) -> tuple[dict,
     started, t_start = _now(), time.perf_counter()
     say = progress or (lambda *_: None)
     alpha, margin = cfg.audit.alpha, cfg.audit.margin
+    resolved = resolve_methods(cfg)         # plugins imported and checked before any training
     ctx = prepare_context(cfg, say)
     ds, splits = ctx.extra["dataset"], ctx.extra["splits"]
     w_orig, w_re = ctx.w_original, ctx.w_retrain
 
     # -- unlearning methods ------------------------------------------------------------------------------------
     outcomes = {}
-    for i, name in enumerate(cfg.unlearning.methods):
-        say("unlearning methods", i, len(cfg.unlearning.methods))
-        outcomes[name] = METHODS[name](ctx)
+    for i, (name, rm) in enumerate(resolved.items()):
+        say("unlearning methods", i, len(resolved))
+        outcomes[name] = run_method(rm, ctx)
     say("unlearning methods", len(outcomes), len(outcomes))
 
     original_distance = float((w_orig.double() - w_re.double()).norm())
@@ -198,11 +199,14 @@ def run_audit(cfg: AuditConfig, progress: Progress | None = None) -> tuple[dict,
     # -- the main test: per-example evidence over many paired models (DESIGN §4b) ------------------------------
     ac, pc = cfg.audit, cfg.privacy
     per_example = evidence.collect(
-        ctx, {name: METHODS[name] for name in outcomes}, {n: o.sigma for n, o in outcomes.items() if o.certified},
-        n_pairs=ac.pairs, margin=ac.per_example_margin, alpha=alpha, delta=pc.delta, n_bootstrap=ac.bootstrap,
-        progress=say)
+        ctx, {n: rm for n, rm in resolved.items() if rm.method.pairable},
+        {n: o.sigma for n, o in outcomes.items() if o.certified}, n_pairs=ac.pairs, margin=ac.per_example_margin,
+        alpha=alpha, delta=pc.delta, n_bootstrap=ac.bootstrap, progress=say,
+        single={n: outcomes[n].weights for n, rm in resolved.items() if not rm.method.pairable})
 
-    primary = PRIMARY_METHOD if PRIMARY_METHOD in outcomes else next(iter(outcomes))
+    # the verdict is about weights unlearned elsewhere when given, else hfocu when listed, else the first method
+    primary = (EXTERNAL if EXTERNAL in outcomes else PRIMARY_METHOD if PRIMARY_METHOD in outcomes
+               else next(iter(outcomes)))
     p_out = outcomes[primary]
     pc = cfg.privacy
     # The certificate bounds the distance to the `sum` retrain (DESIGN §2.4): the weight-space check of the
@@ -230,10 +234,11 @@ def run_audit(cfg: AuditConfig, progress: Progress | None = None) -> tuple[dict,
     if p_out.certified and primary == "hfocu":
         capacity = deletion_capacity_summary(ctx, seed=cfg.seed + 5, progress=say)
 
-    method_group = per_example.require(primary)
+    single = per_example.single.get(primary)
+    method_group = per_example.group(primary)
     control_group = per_example.require(evidence.CONTROL)
     release_evidence = None
-    if p_out.certified:
+    if p_out.certified and method_group is not None:
         released_group = per_example.group(primary, "released")
         release_evidence = ReleaseEvidence(
             certified_epsilon=pc.epsilon, sigma=p_out.sigma,
@@ -244,9 +249,10 @@ def run_audit(cfg: AuditConfig, progress: Progress | None = None) -> tuple[dict,
             chance_accuracy=per_example.chance_accuracy,
             weight_space_violated=bool(emp_eps.get("violated")), weight_space_message=emp_eps.get("message", ""),
             not_certifiable=(p_out.certificate or {}).get("not_certifiable"))
-    verdict_obj = decide(primary, method_group.comparison, control_group.comparison, release_evidence,
-                         alpha=alpha, margin=ac.per_example_margin, max_accuracy_loss=pc.max_accuracy_loss,
-                         n_pairs=per_example.n_pairs, n_records=per_example.n_records, notes=per_example.notes)
+    verdict_obj = decide(primary, method_group.comparison if method_group is not None else {},
+                         control_group.comparison, release_evidence, alpha=alpha, margin=ac.per_example_margin,
+                         max_accuracy_loss=pc.max_accuracy_loss, n_pairs=per_example.n_pairs,
+                         n_records=per_example.n_records, notes=per_example.notes, single=single)
     verdict = verdict_obj.to_dict()
     attack_suite.list_refusals(verdict, runs)
 
@@ -263,7 +269,8 @@ def run_audit(cfg: AuditConfig, progress: Progress | None = None) -> tuple[dict,
                  "standardize": cfg.data.standardize, "unit_norm": cfg.data.unit_norm,
                  "max_feature_norm": float(ctx.x.reshape(len(ctx.x), -1).double().norm(dim=1).max())},
         "model": {"kind": ctx.model.kind, "n_parameters": ctx.model.dim, "description": ctx.model.describe(),
-                  "weights_hash": weights_hash(w_orig)},
+                  "weights_hash": weights_hash(w_orig),
+                  "plugin": ctx.model.plugin.to_dict() if ctx.model.plugin is not None else None},
         "training": {**ctx.sgd.__dict__, "n_steps": ctx.schedule.n_steps, "schedule_digest": ctx.schedule.digest(),
                      "seconds_with_approximators": ctx.unlearner.fit_seconds_,
                      "accuracy_train": ctx.model.accuracy(w_orig, ctx.x, ctx.y),

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from unlearn_audit.audit.methods import resolve_methods
 from unlearn_audit.audit.pipeline import Progress, run_audit
 from unlearn_audit.common import to_jsonable
 from unlearn_audit.config import AuditConfig
@@ -23,7 +24,7 @@ from unlearn_audit.pseudonyms import KEY_FILE, write_key
 from unlearn_audit.report import write_report
 from unlearn_audit.schema import AuditResults
 
-__all__ = ["OutputDirError", "RUN_FILES", "check_out_dir", "default_run_dir", "execute_audit"]
+__all__ = ["OutputDirError", "RUN_FILES", "check_out_dir", "default_run_dir", "execute_audit", "preflight"]
 
 # What a run folder holds: `--force` replaces a previous run folder only if it holds nothing else (a deletion ledger
 # or releases written by `forget` are never deleted).
@@ -38,6 +39,21 @@ def default_run_dir(base: Path = Path("reports")) -> Path:
 def check_out_dir(out_dir: Path, force: bool) -> None:
     """Refuse, before any work, an ``--out`` the run could not or must not write (:func:`check_output_path`)."""
     check_output_path(Path(out_dir), force=force, allowed=RUN_FILES)
+
+
+def preflight(cfg: AuditConfig) -> None:
+    """Import and check the user code and files the config names (unlearning methods, external weights, the model
+    factory), before anything is written or trained: PluginError / MethodError / ModelError naming the plugin. The
+    model factory's module itself is checked when the data's shape is known (first thing in the audit)."""
+    from unlearn_audit.models import ModelError
+    from unlearn_audit.plugins import load_plugin
+
+    resolve_methods(cfg)
+    if cfg.model.factory is not None:
+        fn, info = load_plugin(cfg.model.factory, cfg.plugin_path, what="model factory")
+        if not callable(fn):
+            raise ModelError(f"model factory '{cfg.model.factory}': '{info.attribute}' is a {type(fn).__name__}, "
+                             "not a function")
 
 
 def execute_audit(cfg: AuditConfig, out_dir: Path, *, force: bool = False, pdf: bool = True,

@@ -46,7 +46,7 @@ from unlearn_audit.audit.context import AuditContext
 from unlearn_audit.certify import release
 from unlearn_audit.common import atomic_write
 from unlearn_audit.hfocu import HFOCUUnlearner
-from unlearn_audit.models import build_model
+from unlearn_audit.inputs import model_from_config
 
 CODE_VERSION = "unlearn_audit.shadow_models/1"
 MIA_U_TRAIN_FRACTION = 0.8
@@ -217,9 +217,9 @@ def lira_shadows(ctx: AuditContext) -> LiRAShadows:
     # target's own network as forward(w, x), k copies trained at once with torch.func.vmap.
     functional = kind != "softmax"
     if functional:
-        init = torch.stack([build_model(kind, ctx.model.input_shape, ctx.model.n_classes,
-                                        seed=int(np.random.default_rng([cfg.seed, 0x11A, 2, i]).integers(2 ** 31)),
-                                        hidden=cfg.model.hidden).initial_weights() for i in range(k)])
+        init = torch.stack([model_from_config(cfg, ctx.model.input_shape, ctx.model.n_classes,
+                                              int(np.random.default_rng([cfg.seed, 0x11A, 2, i]).integers(2 ** 31))
+                                              ).initial_weights() for i in range(k)])
         forward = ctx.model.logits
         key = hashlib.sha256(json.dumps({
             "ensemble": ash.cache_key(f"functional:{kind}", x_pool, y_pool, masks, ctx.model.n_classes,
@@ -334,7 +334,7 @@ def _mia_u_key(ctx: AuditContext, pool: AuditPool, shadow_part: np.ndarray, k: i
             "data": _digest(pool.x.numpy(), pool.y.numpy()), "shadow_part": _digest(shadow_part),
             "test": _digest(ctx.x_test.numpy(), ctx.y_test.numpy()),
             "model": {"kind": ctx.model.kind, "hidden": ctx.cfg.model.hidden, "input_shape": ctx.model.input_shape,
-                      "n_classes": ctx.model.n_classes},
+                      "n_classes": ctx.model.n_classes, "description": ctx.model.describe()},
             "sgd": dataclasses.asdict(ctx.sgd), "curvature": ctx.cfg.unlearning.curvature,
             "order": ctx.cfg.unlearning.order, "dtype": str(ctx.unlearner.dtype), "seed": ctx.cfg.seed,
             "n_shadows": k, "deletions": deletions, "train_fraction": MIA_U_TRAIN_FRACTION}
@@ -364,7 +364,7 @@ def mia_u_shadows(ctx: AuditContext) -> MIAUShadows:
     w_u: list[torch.Tensor] = []
     tr_acc: list[float] = []
     te_acc: list[float] = []
-    kind, shape, n_classes = ctx.model.kind, ctx.model.input_shape, ctx.model.n_classes
+    shape, n_classes = ctx.model.input_shape, ctx.model.n_classes
 
     def factory(train: np.ndarray, deleted: np.ndarray, query: np.ndarray):
         s = len(w_o)
@@ -374,7 +374,7 @@ def mia_u_shadows(ctx: AuditContext) -> MIAUShadows:
             te_acc.append(float(cached["test_acc"][s]))
         else:
             seed_s = int(np.random.default_rng([cfg.seed, 0xA11, s]).integers(2 ** 31))
-            model_s = build_model(kind, shape, n_classes, seed=seed_s, hidden=cfg.model.hidden)
+            model_s = model_from_config(cfg, shape, n_classes, seed_s)
             ids = [str(p) for p in train]
             un = HFOCUUnlearner(model_s, dataclasses.replace(ctx.sgd, seed=seed_s), mode="candidates",
                                 candidates=[str(p) for p in deleted], curvature=cfg.unlearning.curvature,

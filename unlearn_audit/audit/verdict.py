@@ -23,7 +23,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from unlearn_audit.stats.per_example import NullComparison
+import numpy as np
+
+from unlearn_audit.stats.per_example import NullComparison, SingleModelTest
 
 EXIT_CODES = {"pass": 0, "fail": 1, "inconclusive": 3}
 
@@ -131,6 +133,31 @@ def decide_forgetting(method: dict[str, NullComparison], control: dict[str, Null
     return ans
 
 
+def decide_forgetting_single(test: SingleModelTest) -> Answer:
+    """Forgetting question for ONE model unlearned outside the tool: it cannot be rerun on the paired models, so
+    it is ranked among the retrain-vs-retrain null models. A rank beyond the null's (1 − α) quantile shows a trace
+    (fail); otherwise the answer is inconclusive, never pass: one draw cannot show that a method leaves no trace."""
+    head = (f"one model (unlearned outside the tool), ranked among {test.null.size} retrain-vs-retrain null models: "
+            f"its mean signed per-record advantage |mean(2·AUC−1)| {test.statistic:.3f} vs the null's mean "
+            f"{float(test.null.mean()):.3f}, "
+            f"p = {test.p_value:.3g}")
+    power = ("" if test.control_power is None else
+             f"; this single-model test flags {100 * test.control_power:.0f}% of the do-nothing models at α")
+    floor = 1.0 / (test.null.size + 1)
+    if floor >= test.alpha:
+        return Answer("forgetting", "inconclusive", [
+            f"{head}: with {test.null.size} null models the smallest possible p is {floor:.3g} ≥ α = {test.alpha:g}, "
+            f"so this test cannot show anything; use audit.pairs ≥ {int(np.ceil(1 / test.alpha))}"])
+    if test.decision() == "different":
+        return Answer("forgetting", "fail", [f"{head} < α = {test.alpha:g}: more distinguishable from retraining "
+                                             f"than a retrain{power}"])
+    return Answer("forgetting", "inconclusive", [
+        f"{head} ≥ α = {test.alpha:g}: no trace detected{power}",
+        "limited evidence: a single model can show a trace but not its absence (the per-example test needs the "
+        "method rerun on many independently trained models); to decide, run the method through the tool as "
+        "unlearning.methods = ['package.module:Class']"])
+
+
 def decide_release(r: ReleaseEvidence | None, *, max_accuracy_loss: float) -> Answer:
     """Release question (certified methods): honest (empirical ε ≤ certified ε) and usable (accuracy kept)."""
     if r is None:
@@ -173,8 +200,12 @@ def decide_release(r: ReleaseEvidence | None, *, max_accuracy_loss: float) -> An
 
 def decide(method: str, comparisons: dict[str, NullComparison], control: dict[str, NullComparison],
            release: ReleaseEvidence | None, *, alpha: float, margin: float, max_accuracy_loss: float,
-           n_pairs: int, n_records: int, notes: list[str] | None = None) -> Verdict:
-    forgetting = decide_forgetting(comparisons, control, alpha=alpha, margin=margin)
+           n_pairs: int, n_records: int, notes: list[str] | None = None,
+           single: SingleModelTest | None = None) -> Verdict:
+    """The verdict about ``method``; ``single``: its one-model test when it could not be rerun on the pairs
+    (weights unlearned outside the tool), which then answers the forgetting question."""
+    forgetting = (decide_forgetting_single(single) if single is not None else
+                  decide_forgetting(comparisons, control, alpha=alpha, margin=margin))
     rel = decide_release(release, max_accuracy_loss=max_accuracy_loss)
     statuses = {forgetting.status, rel.status}
     if "fail" in statuses:

@@ -69,7 +69,7 @@ def trained_run_spec(model: FunctionalModel, sgd: SGDConfig, *, mode: str, curva
     certificate's ``bound``), the certificate constants, the hashes tying it to its weights and schedule, and the
     utility budget ``capacity`` (``sigma_budget``, ``max_accuracy_loss``: what ``forget`` compares a release's σ
     with) when one was measured."""
-    spec = {
+    spec: dict = {
         "model": {"kind": model.kind, "input_shape": list(model.input_shape), "n_classes": int(model.n_classes),
                   "dim": int(model.dim), "hidden": model.options.get("hidden")},
         "sgd": dataclasses.asdict(sgd),
@@ -78,6 +78,8 @@ def trained_run_spec(model: FunctionalModel, sgd: SGDConfig, *, mode: str, curva
         "weights_hash": array_sha256(weights),
         "schedule_digest": schedule.digest(),
     }
+    if model.plugin is not None:             # a custom model: which user code built it (module, file hash, version)
+        spec["model"].update(factory=model.options.get("factory"), plugin=model.plugin.to_dict())
     if capacity:
         spec["capacity"] = dict(capacity)
     return spec

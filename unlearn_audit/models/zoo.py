@@ -7,7 +7,8 @@ import math
 import torch
 from torch import nn
 
-from unlearn_audit.models.functional import FunctionalModel, ModelError
+from unlearn_audit.models.functional import FunctionalModel, ModelError, probe_model
+from unlearn_audit.plugins import load_plugin
 
 
 class SoftmaxRegression(nn.Module):
@@ -118,18 +119,61 @@ MODEL_KINDS = {
     "cnn": "the HF-OCU paper's small CNN (21,840 parameters on 1x28x28)",
     "lenet5": "LeNet-5 (61,706 parameters on 1x28x28)",
     "resnet18": "ResNet-18 with GroupNorm (about 11.2M parameters; images C x H x W)",
+    "custom": "your nn.Module from model.factory = 'package.module:function' (checked before use)",
 }
 
 _IMAGE_MODELS = ("cnn", "lenet5", "resnet18")
-
 
 #: zoo models whose loss is smooth in the weights (tanh, no kinks): the a-posteriori certificate applies to them
 SMOOTH_KINDS = frozenset({"softmax", "mlp"})
 
 
+def build_custom_model(factory: str, input_shape: tuple[int, ...], n_classes: int, *, seed: int = 0,
+                       plugin_path: tuple[str, ...] | list[str] = ()) -> FunctionalModel:
+    """Your model: ``factory`` names a function (``"package.module:function"``, imported from the environment or
+    ``plugin_path``) called as ``function(input_shape, n_classes)`` under ``torch.manual_seed(seed)``; it returns an
+    ``nn.Module`` mapping a batch of records, shape (m, *input_shape), to logits (m, n_classes). The module is used
+    as returned (its training/eval mode included) and refused, with the reason, when a record's loss could depend on
+    its batch (BatchNorm in training mode, dropout, or any layer that mixes records: :func:`probe_model`), when it
+    does not run under vmap or autodiff's Hessian-vector products, or when its outputs have the wrong shape or are
+    not finite. Errors are a ModelError naming the factory."""
+    fn, info = load_plugin(factory, plugin_path, what="model factory")
+    label = f"model factory '{factory}'"
+    if not callable(fn):
+        raise ModelError(f"{label}: '{info.attribute}' is a {type(fn).__name__}, not a function")
+    torch.manual_seed(seed)
+    try:
+        module = fn(tuple(int(s) for s in input_shape), int(n_classes))
+    except Exception as err:                    # noqa: BLE001 - user code may raise anything
+        text = " ".join(str(err).split())[:200]
+        raise ModelError(f"{label}: raised {type(err).__name__}: {text}") from None
+    if not isinstance(module, nn.Module):
+        raise ModelError(f"{label}: returned a {type(module).__name__}, not a torch.nn.Module")
+    try:
+        model = FunctionalModel(module, "custom", tuple(input_shape), n_classes, {"factory": factory}, plugin=info)
+        if model.dim == 0:
+            raise ModelError("the module has no parameters")
+        probed = (info.spec, info.sha256, tuple(input_shape), int(n_classes), model.dim)
+        if probed not in _PROBED:               # the audit builds hundreds of copies (paired models, shadows)
+            probe_model(model, seed=seed)
+            _PROBED.add(probed)
+    except ModelError as err:
+        raise ModelError(f"{label}: {err}") from None
+    return model
+
+
+_PROBED: set[tuple] = set()
+
+
 def build_model(kind: str, input_shape: tuple[int, ...], n_classes: int, *, seed: int = 0,
-                hidden: int = 64, zero_init: bool = False) -> FunctionalModel:
-    """Build a model of ``kind`` with deterministic initialisation from ``seed``."""
+                hidden: int = 64, zero_init: bool = False, factory: str | None = None,
+                plugin_path: tuple[str, ...] | list[str] = ()) -> FunctionalModel:
+    """Build a model of ``kind`` with deterministic initialisation from ``seed`` (``kind = "custom"``: your
+    ``factory``, see :func:`build_custom_model`)."""
+    if kind == "custom":
+        if factory is None:
+            raise ModelError("model 'custom' needs a factory ('package.module:function')")
+        return build_custom_model(factory, input_shape, n_classes, seed=seed, plugin_path=plugin_path)
     n_features = math.prod(input_shape)
     torch.manual_seed(seed)
     options: dict = {}

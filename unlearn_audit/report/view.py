@@ -518,7 +518,27 @@ def _environment(r: dict) -> dict:
             "packages": [(k, v or "not installed") for k, v in pk.items()],
             "data_digest": str(_get(r, "data", "data_digest", default=DASH)),
             "model_hash": str(_get(r, "model", "weights_hash", default=DASH)),
-            "schedule_digest": str(_get(r, "training", "schedule_digest", default=DASH))}
+            "schedule_digest": str(_get(r, "training", "schedule_digest", default=DASH)),
+            "user_code": _user_code(r)}
+
+
+def _user_code(r: dict) -> list[dict]:
+    """The user code and files the run imported or read (model factory, plugin methods, external weights)."""
+    out = []
+    plug = _get(r, "model", "plugin", default=None)
+    if isinstance(plug, dict):
+        out.append({"role": "model factory", **{k: str(plug.get(k) or DASH) for k in ("spec", "file", "sha256",
+                                                                                      "version")}})
+    for name, m in (r.get("methods") or {}).items():
+        if isinstance(m, dict) and isinstance(m.get("plugin"), dict):
+            p = m["plugin"]
+            out.append({"role": "unlearning method", **{k: str(p.get(k) or DASH) for k in ("spec", "file", "sha256",
+                                                                                          "version")}})
+        if isinstance(m, dict) and isinstance(m.get("external"), dict):
+            e = m["external"]
+            out.append({"role": "unlearned weights", "spec": name, "file": str(e.get("file") or DASH),
+                        "sha256": str(e.get("sha256") or DASH), "version": "—"})
+    return out
 
 
 # ------------------------------------------------------------------------------------------------------- findings

@@ -33,8 +33,8 @@ from .epsilon import empirical_epsilon_lower_bound
 from .results import _Result, to_plain
 from .validation import check_alpha, check_probability
 
-__all__ = ["PerExampleEvidence", "NullComparison", "per_example_evidence", "compare_to_null", "mean_advantage",
-           "per_record_auc", "split_halves"]
+__all__ = ["PerExampleEvidence", "NullComparison", "SingleModelTest", "per_example_evidence", "compare_to_null",
+           "mean_advantage", "per_record_auc", "single_model_test", "split_halves"]
 
 
 def _as_signal(a, name: str) -> np.ndarray:
@@ -314,3 +314,65 @@ def compare_to_null(method, null, reference, *, n_bootstrap: int = 2000, seed: i
     return NullComparison(method_advantage=ma, null_advantage=na, difference=ma - na, bootstrap=boot,
                           n_method=m.shape[0], n_null=nl.shape[0], n_reference=r.shape[0], n_records=m.shape[1],
                           degenerate=degenerate)
+
+
+def _single_advantages(models: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Per model (row): |mean over records of (2·AUC_z − 1)|, AUC_z = P(the model's signal > a reference model's),
+    i.e. the model's signed per-record advantage averaged before the absolute value: one model gives one draw per
+    record, so a trace shows as a shift of every record the same way (more member-like: positive; over-unlearning:
+    negative), which the signed mean accumulates and the mean of |2·AUC_z − 1| would drown in per-record noise."""
+    return np.array([abs(float(np.mean(2.0 * per_record_auc(row[None, :], reference) - 1.0))) for row in models])
+
+
+@dataclass(frozen=True)
+class SingleModelTest(_Result):
+    """One model (weights unlearned elsewhere: a single draw) against the reference models, ranked among the
+    retrain-vs-retrain null models, each scored the same way (the absolute mean signed per-record advantage
+    |mean_z (2·AUC_z − 1)| against the reference). Under exact unlearning the model is exchangeable with the null
+    models, so ``p_value`` = (1 + #{null ≥ statistic}) / (N + 1) is a valid one-sided p-value for "more
+    distinguishable from retraining than a retrain". Small p shows a trace; a large p does NOT show its absence (one draw cannot bound a method's
+    advantage). ``control_power``: the fraction of do-nothing (original) models this test flags at ``alpha``."""
+
+    statistic: float
+    null: np.ndarray
+    p_value: float
+    alpha: float
+    control_power: float | None
+    n_reference: int
+    n_records: int
+
+    def decision(self) -> str:
+        """``different`` (a trace: p < alpha) or ``not detected`` (which is not a pass)."""
+        return "different" if self.p_value < self.alpha else "not detected"
+
+    def to_dict(self) -> dict:
+        return to_plain({"statistic": self.statistic, "null_mean": float(np.mean(self.null)),
+                         "null_quantile_1_minus_alpha": float(np.quantile(self.null, 1 - self.alpha)),
+                         "p_value": self.p_value, "alpha": self.alpha, "decision": self.decision(),
+                         "control_power": self.control_power, "n_null_models": int(self.null.size),
+                         "n_reference_models": self.n_reference, "n_records": self.n_records})
+
+
+def single_model_test(model, null, reference, *, control=None, alpha: float = 0.05) -> SingleModelTest:
+    """``model``: (records,) signals of the one model; ``null``: (N, records) of the retrain-vs-retrain null
+    models; ``reference``: (M, records) of the reference retrains; ``control``: (K, records) of do-nothing models
+    (their rejection rate at ``alpha`` is the test's power). Labels: the model under test plays group 1 (trained
+    on z, then z deleted), the reference group 0."""
+    alpha = check_alpha(alpha)
+    ref = _as_signal(reference, "reference")
+    nul = _as_signal(null, "null")
+    x = np.asarray(model, dtype=np.float64).reshape(1, -1)
+    if x.shape[1] != ref.shape[1] or nul.shape[1] != ref.shape[1]:
+        raise ValueError("model, null and reference score different records")
+    if not np.isfinite(x).all():
+        raise ValueError("model signals contain NaN or infinite values")
+    stat = float(_single_advantages(x, ref)[0])
+    null_adv = _single_advantages(nul, ref)
+    p = float((1 + np.sum(null_adv >= stat - 1e-12)) / (null_adv.size + 1))
+    power = None
+    if control is not None:
+        ctrl = _single_advantages(_as_signal(control, "control"), ref)
+        p_ctrl = (1 + np.sum(null_adv[None, :] >= ctrl[:, None] - 1e-12, axis=1)) / (null_adv.size + 1)
+        power = float(np.mean(p_ctrl < alpha))
+    return SingleModelTest(statistic=stat, null=null_adv, p_value=p, alpha=alpha, control_power=power,
+                           n_reference=ref.shape[0], n_records=ref.shape[1])
