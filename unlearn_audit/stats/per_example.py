@@ -330,8 +330,9 @@ class SingleModelTest(_Result):
     retrain-vs-retrain null models, each scored the same way (the absolute mean signed per-record advantage
     |mean_z (2·AUC_z − 1)| against the reference). Under exact unlearning the model is exchangeable with the null
     models, so ``p_value`` = (1 + #{null ≥ statistic}) / (N + 1) is a valid one-sided p-value for "more
-    distinguishable from retraining than a retrain". Small p shows a trace; a large p does NOT show its absence (one draw cannot bound a method's
-    advantage). ``control_power``: the fraction of do-nothing (original) models this test flags at ``alpha``."""
+    distinguishable from retraining than a retrain". Small p shows a trace; a large p does NOT show its absence
+    (one draw cannot bound a method's advantage). ``control_power``: the fraction of do-nothing (original) models
+    this test flags at ``alpha``."""
 
     statistic: float
     null: np.ndarray
