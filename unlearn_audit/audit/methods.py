@@ -452,7 +452,8 @@ def task_from_context(ctx: AuditContext, *, with_hfocu: bool = True) -> Unlearni
                           config=ctx.cfg, hfocu=ctx.unlearner if with_hfocu else None)
 
 
-def _checked_weights(rm: ResolvedMethod, w, d: int, what: str, dtype: torch.dtype) -> torch.Tensor:
+def _checked_weights(rm: ResolvedMethod, w, d: int, what: str, dtype: torch.dtype, finite: bool = True
+                     ) -> torch.Tensor:
     if isinstance(w, np.ndarray):
         if w.dtype.kind not in "fiu":
             raise MethodError(f"{rm.label}: {what} has dtype {w.dtype}, expected a float vector")
@@ -464,20 +465,21 @@ def _checked_weights(rm: ResolvedMethod, w, d: int, what: str, dtype: torch.dtyp
         raise MethodError(f"{rm.label}: {what} have shape {tuple(w.shape)}, expected ({d},) (the model's flat "
                           "weight vector)")
     w = w.detach().to("cpu", dtype)
-    if not bool(torch.isfinite(w).all()):
+    if finite and not bool(torch.isfinite(w).all()):
         raise MethodError(f"{rm.label}: {what} contain NaN or inf")
     return w
 
 
 def checked_result(rm: ResolvedMethod, raw, d: int, dtype: torch.dtype) -> UnlearningResult:
     """What a method returned, checked: an UnlearningResult (or a bare weight vector) with finite weights of the
-    model's size, a finite σ ≥ 0, and a certified method's release and certificate. MethodError naming it."""
+    model's size, σ ≥ 0, and a certified method's release and certificate. MethodError naming it. A release may be
+    non-finite (σ = inf: a vacuous certificate, which the verdict fails as such)."""
     res = raw if isinstance(raw, UnlearningResult) else UnlearningResult(weights=raw)
     res.weights = _checked_weights(rm, res.weights, d, "the unlearned weights", dtype)
     if res.released is not None:
-        res.released = _checked_weights(rm, res.released, d, "the released weights", dtype)
-    if not (isinstance(res.sigma, (int, float)) and np.isfinite(res.sigma) and res.sigma >= 0):
-        raise MethodError(f"{rm.label}: sigma must be a finite number >= 0, got {res.sigma!r}")
+        res.released = _checked_weights(rm, res.released, d, "the released weights", dtype, finite=False)
+    if not (isinstance(res.sigma, (int, float)) and not np.isnan(res.sigma) and res.sigma >= 0):
+        raise MethodError(f"{rm.label}: sigma must be a number >= 0, got {res.sigma!r}")
     if res.certified:
         cert = res.certificate
         if res.released is None or res.sigma <= 0:
