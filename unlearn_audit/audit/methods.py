@@ -79,6 +79,9 @@ class HFOCU(UnlearningMethod):
         un = task.hfocu
         if un is None:
             raise RuntimeError("hfocu needs the run's fitted HF-OCU unlearner (task.hfocu)")
+        if un.deleted_:
+            raise RuntimeError("the run's HF-OCU unlearner has already served deletions (is an HF-OCU method listed "
+                               "twice, e.g. a plugin subclassing HFOCU beside hfocu?)")
         requests = []
         for chunk in task.request_chunks():
             before = weights_hash(un.state_)
@@ -449,7 +452,7 @@ def task_from_context(ctx: AuditContext, *, with_hfocu: bool = True) -> Unlearni
                           sgd=ctx.sgd, weights=ctx.w_original.clone(),
                           forget_positions=np.asarray(ctx.forget_positions).copy(),
                           forget_ids=tuple(ctx.forget_ids), seed=ctx.cfg.seed, requests=ctx.cfg.unlearning.requests,
-                          config=ctx.cfg, hfocu=ctx.unlearner if with_hfocu else None)
+                          config=ctx.cfg.model_copy(deep=True), hfocu=ctx.unlearner if with_hfocu else None)
 
 
 def _checked_weights(rm: ResolvedMethod, w, d: int, what: str, dtype: torch.dtype, finite: bool = True
