@@ -326,15 +326,8 @@ def a_posteriori_certificate(terms: ReplayTerms, schedule: Schedule, forget_posi
                                "measured float rounding of the recorded original steps ||o_t|| plus a probabilistic "
                                "float model of the retrain reference's rounding (4 sqrt(k) u per dot product, Higham & "
                                f"Mary 2019; unit round-off u = {terms.u:.3g}): a stated assumption, not a proof"),
-        "state_gap": _const(gap, "measured",
-                            "||A_T(float64 replay) - approximator sum actually added (stored, float32)||"
-                            if terms.state_gap is not None else "not measured (no stored sum given)"),
-        "eps_T": _const(eps_T, "analytic", "the recursion's value at T"),
-        "max_growth": _const(float(out.growth.max()) if terms.n_steps else 0.0, "analytic",
-                             "max_t rho_t + eta_t (P_t + K_t): above 1 the recursion amplifies"),
-        "data_dependent": _const(1.0, "analytic",
-                                 "Delta depends on the training data and on U (a data-dependent bound, as Guo et al. "
-                                 "2020): the sigma calibrated to it can itself reveal something about them"),
+        **_closing_constants(out, eps_T, gap, terms.state_gap is not None, "analytic",
+                             "rho_t + eta_t (P_t + K_t)"),
     }
     if terms.clip_norm is not None:
         constants["C"] = _const(terms.clip_norm, "enforced", "per-sample clipping at norm C")
@@ -394,6 +387,22 @@ def plug_in_terms(schedule: Schedule, forget_positions, *, lam: float, G: float,
                        clip_norm=None, projection=False, state_gap=None, state_norm=float(state_norm), u=float(u),
                        n_classes=int(n_classes), n_features=int(n_features), max_x2=float(x2_train.max()),
                        source="plug-in")
+
+
+def _closing_constants(out: RecursionOutcome, eps_T: float, gap: float, gap_measured: bool, source: str,
+                       growth: str) -> dict:
+    """The constants every a-posteriori certificate ends with: the state gap, ε_T, the largest growth factor (its
+    formula given) and the data-dependence statement."""
+    return {
+        "state_gap": _const(gap, "measured", "||A_T(float64 replay) - approximator sum actually added (stored)||"
+                            if gap_measured else "not measured (no stored sum given)"),
+        "eps_T": _const(eps_T, source, "the recursion's value at T"),
+        "max_growth": _const(float(out.growth.max()) if len(out.growth) else 0.0, source,
+                             f"max_t {growth}: above 1 the recursion amplifies"),
+        "data_dependent": _const(1.0, "analytic",
+                                 "Delta depends on the training data and on U (a data-dependent bound, as Guo et al. "
+                                 "2020): the sigma calibrated to it can itself reveal something about them"),
+    }
 
 
 def _refuse_blow_up(delta: float, wc: float | None, state_norm: float, growth: np.ndarray, n_binding: int,
@@ -534,15 +543,8 @@ def measured_certificate(terms: MeasuredReplayTerms, schedule: Schedule, forget_
         "rounding_sum": _const(out.terms["rounding"], "analytic",
                                "measured float rounding of the recorded original steps plus a probabilistic float "
                                f"model of the retrain reference's rounding (unit round-off u = {terms.u:.3g})"),
-        "state_gap": _const(gap, "measured",
-                            "||A_T(float64 replay) - approximator sum actually added (stored)||"
-                            if terms.state_gap is not None else "not measured (no stored sum given)"),
-        "eps_T": _const(eps_T, "measured", "the recursion's value at T"),
-        "max_growth": _const(float(out.growth.max()) if terms.n_steps else 0.0, "measured",
-                             "max_t rho_t + eta_t c_t (M/2)||A_t||: above 1 the recursion amplifies"),
-        "data_dependent": _const(1.0, "analytic",
-                                 "Delta depends on the training data and on U (a data-dependent bound): the sigma "
-                                 "calibrated to it can itself reveal something about them"),
+        **_closing_constants(out, eps_T, gap, terms.state_gap is not None, "measured",
+                             "rho_t + eta_t c_t (M/2)||A_t||"),
     }
     if wc is not None:
         constants["worst_case_Delta"] = _const(wc, "measured", "the DESIGN 2.4 first-order bound 2 b_T, same U")
