@@ -57,3 +57,12 @@ def test_changed_data_falls_back_to_the_plug_in_form_and_says_why(fitted, tmp_pa
     run = load_trained_run(save_trained_run(tmp_path / "run2", un, data_config=broken))
     assert "plug-in" in run.certificate(np.array([1])).bound
     assert run.replay_unavailable.startswith("the training data could not be rebuilt")
+
+
+def test_a_plugin_model_is_never_imported_to_serve_a_deletion(fitted, tmp_path):
+    cfg, inp, un = fitted
+    plugged = cfg.model_dump(mode="json")
+    plugged["model"]["factory"] = "nowhere_to_be_found:factory"         # importing it would fail loudly
+    run = load_trained_run(save_trained_run(tmp_path / "run", un, data_config=plugged))
+    assert "plug-in" in run.certificate(np.array([3])).bound
+    assert "never imports plugin code" in run.replay_unavailable

@@ -312,6 +312,10 @@ class TrainedRun:
         from unlearn_audit.config import config_from_dict
         from unlearn_audit.inputs import build_inputs
 
+        if (source["config"].get("model") or {}).get("factory"):
+            self.replay_unavailable = ("the model comes from a plugin (model.factory): serving a deletion never "
+                                       "imports plugin code")
+            return None
         try:
             inp = build_inputs(config_from_dict(source["config"]))
         except Exception as err:                      # noqa: BLE001 - any failure means: no replay, say why
