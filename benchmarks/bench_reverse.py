@@ -54,8 +54,9 @@ CONFIG = {"seed": 0, "data": {"dataset": "fashion_mnist", "train_fraction": 0.9,
           "training": TRAINING, "unlearning": {"layout": "reverse"}}
 
 
-def load(case: str):
-    inp = build_inputs(config_from_dict(CONFIG))
+def load(case: str, max_train: int | None = None):
+    cfg = CONFIG if max_train is None else {**CONFIG, "data": {**CONFIG["data"], "max_train": max_train}}
+    inp = build_inputs(config_from_dict(cfg))
     x, y = inp.x, inp.y
     if case == "pca50":
         from sklearn.decomposition import PCA
@@ -71,18 +72,28 @@ def forward_hvp_count(first_step: np.ndarray, steps_per_epoch: int, epochs: int)
     return int((epochs * steps_per_epoch - first_step).sum())
 
 
+def _clock(device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
 def side_by_side(case: str, epochs_measured: int, fwd_records: int, rev_blocks: int, block_rows: int,
-                 seed: int = 0) -> dict:
-    x, y = load(case)
+                 seed: int = 0, device: str = "cpu", chunk_sizes: tuple[int, ...] = (64, 256),
+                 max_train: int | None = None) -> dict:
+    """The measured side-by-side run of the module docstring (``max_train``: fewer records, for smoke runs)."""
+    dev = torch.device(device)
+    x, y = load(case, max_train)
+    x, y = x.to(dev), y.to(dev)
     n, D = x.shape
     C = 10
     d = C * (D + 1)
     model = build_model("softmax", (D,), C, seed=0)
     sgd = SGDConfig(**{**TRAINING, "epochs": epochs_measured}, seed=0)
     traj = SoftmaxTrajectory()
-    t0 = time.perf_counter()
+    t0 = _clock(dev)
     train_sgd(model, x, y, sgd, hooks=[traj])
-    t_train_traj = time.perf_counter() - t0
+    t_train_traj = _clock(dev) - t0
     T1 = -(-n // sgd.batch_size)
     T = traj.n_steps
     first = np.full(n, T, dtype=np.int64)
@@ -90,26 +101,27 @@ def side_by_side(case: str, epochs_measured: int, fwd_records: int, rev_blocks: 
         first[traj.positions[t]] = t
     rng = np.random.default_rng(seed)
     subset = np.sort(rng.choice(n, size=min(fwd_records, n), replace=False))
-    out: dict = {"case": case, "n": n, "d": d, "steps_per_epoch": T1, "epochs_measured": epochs_measured,
+    out: dict = {"case": case, "device": str(dev), "n": n, "d": d, "steps_per_epoch": T1,
+                 "epochs_measured": epochs_measured,
                  "training_with_trajectory_seconds": t_train_traj, "trajectory_bytes": traj.nbytes()}
 
-    # forward, chunk-outer (chunk 64, the engine's default; and 256)
+    # forward, chunk-outer (chunk 64, the engine's default; and larger chunks)
     fwd = {}
-    for cs in (64, 256):
-        t0 = time.perf_counter()
+    for cs in chunk_sizes:
+        t0 = _clock(dev)
         A, hvps = softmax_chunk_outer(x, y, C, sgd.lam, traj, subset, chunk_size=cs)
-        dt = time.perf_counter() - t0
+        dt = _clock(dev) - t0
         fwd[f"chunk_outer_{cs}"] = {"seconds": dt, "hvps": hvps, "seconds_per_hvp": dt / hvps}
         ref = A
     # forward, time-outer (a training hook: its time is training with the hook minus training alone)
     model2 = build_model("softmax", (D,), C, seed=0)
-    t0 = time.perf_counter()
+    t0 = _clock(dev)
     train_sgd(model2, x, y, sgd)
-    t_plain = time.perf_counter() - t0
-    rec = ApproximatorRecursion(model2, sgd, n, subset, chunk_size=max(256, len(subset)))
-    t0 = time.perf_counter()
+    t_plain = _clock(dev) - t0
+    rec = ApproximatorRecursion(model2, sgd, n, subset, chunk_size=max(256, len(subset)), device=dev)
+    t0 = _clock(dev)
     train_sgd(model2, x, y, sgd, hooks=[rec])
-    dt = time.perf_counter() - t0 - t_plain
+    dt = _clock(dev) - t0 - t_plain
     fwd["time_outer"] = {"seconds": dt, "hvps": int(rec.hvp_count), "seconds_per_hvp": dt / max(1, rec.hvp_count)}
     to_err = float((rec.approximators.double() - ref.double()).norm() / ref.double().norm())
     best = min(fwd, key=lambda k: fwd[k]["seconds_per_hvp"])
@@ -122,12 +134,12 @@ def side_by_side(case: str, epochs_measured: int, fwd_records: int, rev_blocks: 
     k_total = min(d, rev_blocks * block_rows)
     c0 = int(rng.integers(0, d - k_total + 1))
     slabs = []
-    t0 = time.perf_counter()
+    t0 = _clock(dev)
     _, row_steps = softmax_reverse(x, y, C, sgd.lam, traj, np.arange(n), block_rows=block_rows,
                                    columns=(c0, c0 + k_total),
                                    column_sink=lambda start, slab: slabs.append((start, slab.clone())))
-    t_rev = time.perf_counter() - t0
-    got = torch.cat([s for _, s in sorted(slabs, key=lambda p: p[0])], dim=1)[torch.as_tensor(subset)]
+    t_rev = _clock(dev) - t0
+    got = torch.cat([s for _, s in sorted(slabs, key=lambda p: p[0])], dim=1)[torch.as_tensor(subset, device=dev)]
     want = ref[:, c0:c0 + k_total]
     rel = float((got.double() - want.double()).norm() / want.double().norm())
     out["reverse"] = {"coordinates_measured": k_total, "first_coordinate": c0, "block_rows": block_rows,
@@ -148,7 +160,7 @@ def side_by_side(case: str, epochs_measured: int, fwd_records: int, rev_blocks: 
 
 
 def end_to_end(nproc: int, threads: int, workdir: Path, check_records: int = 64, max_train: int = 60000,
-               epochs: int = 15) -> dict:
+               epochs: int = 15, device: str = "cpu") -> dict:
     """The precompute CLI on the lr case, 15 epochs, reverse layout; then the store is verified (``max_train`` and
     ``epochs`` make a small smoke run of the same path)."""
     from unlearn_audit.hfocu.store import ApproximatorStore
@@ -160,7 +172,7 @@ def end_to_end(nproc: int, threads: int, workdir: Path, check_records: int = 64,
     out = workdir / "pre"
     cmd = [sys.executable, "-m", "unlearn_audit.cli", "precompute", "--config", str(workdir / "fmnist_lr.toml"),
            "--out", str(out), "--nproc", str(nproc), "--threads", str(threads), "--layout", "reverse",
-           "--device", "cpu", "--start-method", "fork"]
+           "--device", device] + (["--start-method", "fork"] if device == "cpu" else [])
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t0
