@@ -203,6 +203,56 @@ def end_to_end(nproc: int, threads: int, workdir: Path, check_records: int = 64,
             "max_rel_error_vs_forward": float(per_row.max()), "median_rel_error_vs_forward": float(np.median(per_row))}
 
 
+def markdown(results: dict) -> str:
+    """The results file's summary (benchmarks/results/reverse.md)."""
+    st = results["settings"]
+    lines = ["# Reverse-mode precompute vs the forward layouts (issue 15)", "",
+             f"Machine: {results['machine']}, torch {results['torch']}, {results['device']}. Settings: {st['data']}; "
+             f"{st['epochs']} epochs, |B| = {st['batch_size']}, η0 = {st['lr']}, γ = {st['decay']}, λ = {st['lam']}.",
+             "", "Side by side in one run (`python benchmarks/bench_reverse.py --case lr --case pca50`). One epoch of "
+             "training recorded; forward layouts timed on a random subset of records (cost per HVP), reverse on a few "
+             "blocks of coordinates (cost per row-step); both EXTRAPOLATED to all n records and 15 epochs from exact "
+             "HVP / row-step counts (forward: Σ_u (T − s_u), zero vectors skipped; reverse: d·T).", "",
+             "| case | n | d | best forward | forward µs/HVP | reverse µs/row-step | forward 15 ep (extrap.) | "
+             "reverse 15 ep (extrap.) | ratio 15 ep | FLOP ratio | ratio 1 ep | rel. error rev vs fwd |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for case in ("lr", "pca50"):
+        r = results.get(case)
+        if not r:
+            continue
+        e15 = r["extrapolated_all_records"]["15_epochs"]
+        e1 = r["extrapolated_all_records"][f"{r['epochs_measured']}_epochs"]
+        best = r["forward"][r["forward_best"]]
+        lines.append(f"| {case} | {r['n']} | {r['d']} | {r['forward_best']} | {1e6 * best['seconds_per_hvp']:.2f} | "
+                     f"{1e6 * r['reverse']['seconds_per_row_step']:.2f} | {e15['forward_seconds'] / 60:.1f} min | "
+                     f"{e15['reverse_seconds'] / 60:.1f} min | **{e15['ratio_forward_over_reverse']:.1f}×** | "
+                     f"{e15['flop_ratio']:.1f} | {e1['ratio_forward_over_reverse']:.1f}× | "
+                     f"{r['reverse_vs_forward_rel_error']:.1e} |")
+    for case in ("lr", "pca50"):
+        r = results.get(case)
+        if r:
+            fw = ", ".join(f"{k} {1e6 * v['seconds_per_hvp']:.2f} µs/HVP" for k, v in r["forward"].items())
+            lines.append(f"\n{case}: forward layouts measured on {r['forward_records_measured']} records ({fw}); "
+                         f"reverse on {r['reverse']['coordinates_measured']} coordinates in blocks of "
+                         f"{r['reverse']['block_rows']} rows; {r['threads']} thread(s).")
+    e = results.get("e2e_lr_15_epochs")
+    if e:
+        p = e["precompute"]
+        cpu = max(rk["train_cpu_seconds"] for rk in p["ranks"])
+        lines += ["", "## End to end: full Fashion-MNIST LR, 15 epochs, `all` mode", "",
+                  f"`{e['command']}` started {e['started_utc']}: **{e['wall_seconds'] / 60:.1f} min wall** "
+                  f"({p['world_size']} processes × {e['threads_per_process']} thread, layout {p['layout']}, "
+                  f"column split {p['column_split']}); the busiest rank used {cpu / 60:.1f} min of CPU (training "
+                  f"replay + backward walk; the machine's 2 cores were shared with other workers' jobs during the run, "
+                  f"so wall time > CPU time). Store: {p['store_bytes'] / 2 ** 30:.2f} GiB, {e['chunks_verified']} "
+                  f"chunks verified (SHA-256) in {e['store_verified_seconds']:.1f} s; "
+                  f"{e['records_checked_against_forward']} random records against the chunk-outer forward recursion: "
+                  f"max relative error "
+                  f"{e['max_rel_error_vs_forward']:.1e} (median {e['median_rel_error_vs_forward']:.1e}).",
+                  "", f"auto's reason on this run: {p['layout_reason']}"]
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--case", action="append", choices=["lr", "pca50", "e2e"], required=True)
@@ -249,7 +299,8 @@ def main() -> None:
                   f"rel. error reverse vs forward {r['reverse_vs_forward_rel_error']:.1e}")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(results, indent=2))
-    print(f"wrote {path}")
+        path.with_suffix(".md").write_text(markdown(results), encoding="utf-8")
+    print(f"wrote {path} and {path.with_suffix('.md')}")
 
 
 if __name__ == "__main__":

@@ -54,7 +54,8 @@ def _clock(device: torch.device) -> float:
 
 def gpu_tests(quick: bool) -> dict:
     """``pytest -m gpu`` in a subprocess (on a CPU they skip: the quick form checks they are collected)."""
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "gpu", str(HERE.parent / "tests" / "test_gpu.py")]
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "gpu",
+           str(HERE.parent / "tests" / "test_gpu.py")]
     if quick:
         cmd += ["--collect-only"]
     t0 = time.perf_counter()

@@ -354,6 +354,8 @@ def precompute(config_path, out_dir, nproc, device, store_dtype, chunk_rows, thr
         return
     click.echo(f"precompute: n={info['n']} d={info['d']} on {info['world_size']} process(es) ({info['backend']}, "
                f"{info['layout']}) in {info['wall_seconds']:.2f} s")
+    if info.get("layout_reason"):
+        click.echo(f"layout {info['layout']}: {info['layout_reason']}")
     if info.get("quantisation"):
         click.echo(f"bfloat16 store: max row relative error {info['quantisation']['max_row_relative_error']:.3g}")
     if info.get("device_note"):
