@@ -3,7 +3,8 @@
 curvature (HVP operators) → recursion (time-outer), chunked (chunk-outer), reverse (the backward walk), replay → layouts
 (the four as strategies shared by the unlearner and the sharded precompute; ``auto`` by a cost model) → store (the
 one on-disk approximator format) → constants (the run's certificate constants) → unlearner (fit / delete / release).
-Storage of trained runs, the ledger and the deletion service live in :mod:`unlearn_audit.deletion`, which builds on this package (never the other way round).
+Storage of trained runs, the ledger and the deletion service live in :mod:`unlearn_audit.deletion`, which builds on
+this package (never the other way round).
 """
 
 from unlearn_audit.hfocu.curvature import AutodiffHessian, GaussNewton, SoftmaxClosedForm, make_curvature, reference_hvp
