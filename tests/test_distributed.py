@@ -160,6 +160,9 @@ def test_launcher_refuses_bad_arguments(tmp_path):
         run_precompute(cfg, tmp_path / "o", device="tpu")
     with pytest.raises(DistributedError, match="layout"):
         run_precompute(cfg, tmp_path / "o", layout="rows_first")
+    with pytest.raises(DistributedError, match="reverse layout on several processes .* float32 store"):
+        run_precompute(cfg, tmp_path / "o", layout="reverse", store_dtype="bfloat16", nproc=2)
+    assert not (tmp_path / "o").exists()                                 # refused before any work
 
 
 @pytest.mark.parametrize("cfg_dict, nproc, layout", [(SOFTMAX, 2, "auto"), (MLP, 1, "auto"), (SOFTMAX, 2, "reverse"),

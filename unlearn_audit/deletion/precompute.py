@@ -11,7 +11,8 @@ certificate constants, manifest last). Work per rank: the (cheap) training repla
 O(E·n²·d) propagation — or, with the reverse layout (:mod:`unlearn_audit.hfocu.reverse`, what ``auto`` picks when
 d < n), 1/world_size of the O(E·n·d²) backward walk: the ranks split the d coordinates instead of the records, each
 writing its columns of every record into the shared store (allocated first, barriers around), and each checksums its
-own row shard.
+own row shard (ranks on several machines then need a file system on which memory-mapped writes of one machine
+are seen by the others after the barrier).
 
 Backends: ``gloo`` on CPU, ``nccl`` when every local rank gets its own GPU (``--device auto`` when there are enough
 GPUs, ``--device cuda`` insists: :func:`unlearn_audit.training.resolve_device`).
@@ -387,6 +388,10 @@ def run_precompute(cfg, out, *, nproc: int = 1, device: str = "auto", store_dtyp
     if int(nproc) < 1:
         raise DistributedError(f"--nproc must be >= 1, got {nproc}")
     _check_options(device, store_dtype, layout)
+    if layout == "reverse" and store_dtype != "float32" and int(nproc) > 1:
+        raise DistributedError("the reverse layout on several processes writes column slabs and needs a float32 "
+                               "store (bfloat16 quantisation is measured on whole rows): use --store-dtype float32 "
+                               "or --nproc 1")
     if start_method not in ("spawn", "fork", "forkserver"):
         raise DistributedError(f"start_method must be spawn, fork or forkserver, got '{start_method}'")
     if start_method == "fork" and (device == "cuda" or torch.cuda.is_initialized()):
