@@ -72,17 +72,28 @@ def forward_hvp_count(first_step: np.ndarray, steps_per_epoch: int, epochs: int)
     return int((epochs * steps_per_epoch - first_step).sum())
 
 
-def _clock(device: torch.device) -> float:
+def _clock(device: torch.device) -> tuple[float, float]:
+    """(wall, this process's CPU) seconds, after the GPU's queued work."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return time.perf_counter()
+    return time.perf_counter(), time.process_time()
+
+
+def _since(t0: tuple[float, float], device: torch.device) -> tuple[float, float]:
+    t1 = _clock(device)
+    return t1[0] - t0[0], t1[1] - t0[1]
 
 
 def side_by_side(case: str, epochs_measured: int, fwd_records: int, rev_blocks: int, block_rows: int,
                  seed: int = 0, device: str = "cpu", chunk_sizes: tuple[int, ...] = (64, 256),
                  max_train: int | None = None) -> dict:
-    """The measured side-by-side run of the module docstring (``max_train``: fewer records, for smoke runs)."""
+    """The measured side-by-side run of the module docstring (``max_train``: fewer records, for smoke runs).
+
+    Timing basis: on a CPU with one torch thread, this process's CPU time (robust to other jobs sharing the cores:
+    the machine's 2 cores are shared by several workers); otherwise wall time. Both are recorded."""
     dev = torch.device(device)
+    basis = "cpu" if dev.type == "cpu" and torch.get_num_threads() == 1 else "wall"
+    pick = (lambda w_c: w_c[1]) if basis == "cpu" else (lambda w_c: w_c[0])
     x, y = load(case, max_train)
     x, y = x.to(dev), y.to(dev)
     n, D = x.shape
@@ -93,7 +104,7 @@ def side_by_side(case: str, epochs_measured: int, fwd_records: int, rev_blocks: 
     traj = SoftmaxTrajectory()
     t0 = _clock(dev)
     train_sgd(model, x, y, sgd, hooks=[traj])
-    t_train_traj = _clock(dev) - t0
+    t_train_traj = pick(_since(t0, dev))
     T1 = -(-n // sgd.batch_size)
     T = traj.n_steps
     first = np.full(n, T, dtype=np.int64)
@@ -101,7 +112,7 @@ def side_by_side(case: str, epochs_measured: int, fwd_records: int, rev_blocks: 
         first[traj.positions[t]] = t
     rng = np.random.default_rng(seed)
     subset = np.sort(rng.choice(n, size=min(fwd_records, n), replace=False))
-    out: dict = {"case": case, "device": str(dev), "n": n, "d": d, "steps_per_epoch": T1,
+    out: dict = {"case": case, "device": str(dev), "timing_basis": basis, "n": n, "d": d, "steps_per_epoch": T1,
                  "epochs_measured": epochs_measured,
                  "training_with_trajectory_seconds": t_train_traj, "trajectory_bytes": traj.nbytes()}
 
@@ -110,18 +121,19 @@ def side_by_side(case: str, epochs_measured: int, fwd_records: int, rev_blocks: 
     for cs in chunk_sizes:
         t0 = _clock(dev)
         A, hvps = softmax_chunk_outer(x, y, C, sgd.lam, traj, subset, chunk_size=cs)
-        dt = _clock(dev) - t0
-        fwd[f"chunk_outer_{cs}"] = {"seconds": dt, "hvps": hvps, "seconds_per_hvp": dt / hvps}
+        wc = _since(t0, dev)
+        dt = pick(wc)
+        fwd[f"chunk_outer_{cs}"] = {"seconds": dt, "wall_seconds": wc[0], "hvps": hvps, "seconds_per_hvp": dt / hvps}
         ref = A
     # forward, time-outer (a training hook: its time is training with the hook minus training alone)
     model2 = build_model("softmax", (D,), C, seed=0)
     t0 = _clock(dev)
     train_sgd(model2, x, y, sgd)
-    t_plain = _clock(dev) - t0
+    t_plain = pick(_since(t0, dev))
     rec = ApproximatorRecursion(model2, sgd, n, subset, chunk_size=max(256, len(subset)), device=dev)
     t0 = _clock(dev)
     train_sgd(model2, x, y, sgd, hooks=[rec])
-    dt = _clock(dev) - t0 - t_plain
+    dt = pick(_since(t0, dev)) - t_plain
     fwd["time_outer"] = {"seconds": dt, "hvps": int(rec.hvp_count), "seconds_per_hvp": dt / max(1, rec.hvp_count)}
     to_err = float((rec.approximators.double() - ref.double()).norm() / ref.double().norm())
     best = min(fwd, key=lambda k: fwd[k]["seconds_per_hvp"])
@@ -138,12 +150,14 @@ def side_by_side(case: str, epochs_measured: int, fwd_records: int, rev_blocks: 
     _, row_steps = softmax_reverse(x, y, C, sgd.lam, traj, np.arange(n), block_rows=block_rows,
                                    columns=(c0, c0 + k_total),
                                    column_sink=lambda start, slab: slabs.append((start, slab.clone())))
-    t_rev = _clock(dev) - t0
+    wc = _since(t0, dev)
+    t_rev = pick(wc)
     got = torch.cat([s for _, s in sorted(slabs, key=lambda p: p[0])], dim=1)[torch.as_tensor(subset, device=dev)]
     want = ref[:, c0:c0 + k_total]
     rel = float((got.double() - want.double()).norm() / want.double().norm())
     out["reverse"] = {"coordinates_measured": k_total, "first_coordinate": c0, "block_rows": block_rows,
-                      "seconds": t_rev, "row_steps": row_steps, "seconds_per_row_step": t_rev / row_steps}
+                      "seconds": t_rev, "wall_seconds": wc[0], "row_steps": row_steps,
+                      "seconds_per_row_step": t_rev / row_steps}
     out["reverse_vs_forward_rel_error"] = rel
 
     # extrapolations (stated)
@@ -212,7 +226,9 @@ def markdown(results: dict) -> str:
              "", "Side by side in one run (`python benchmarks/bench_reverse.py --case lr --case pca50`). One epoch of "
              "training recorded; forward layouts timed on a random subset of records (cost per HVP), reverse on a few "
              "blocks of coordinates (cost per row-step); both EXTRAPOLATED to all n records and 15 epochs from exact "
-             "HVP / row-step counts (forward: Σ_u (T − s_u), zero vectors skipped; reverse: d·T).", "",
+             "HVP / row-step counts (forward: Σ_u (T − s_u), zero vectors skipped; reverse: d·T). Timing basis: the "
+             "process's CPU time with one torch thread (the 2 cores were shared with other workers' jobs, which makes "
+             "wall time depend on their load; the `wall_seconds` are in reverse.json).", "",
              "| case | n | d | best forward | forward µs/HVP | reverse µs/row-step | forward 15 ep (extrap.) | "
              "reverse 15 ep (extrap.) | ratio 15 ep | FLOP ratio | ratio 1 ep | rel. error rev vs fwd |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]

@@ -36,7 +36,7 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 
 from bench_precompute import cnn_setting, reference_precompute  # noqa: E402
-from bench_reverse import end_to_end, side_by_side  # noqa: E402
+from bench_reverse import _clock, _since, end_to_end, side_by_side  # noqa: E402
 
 from unlearn_audit.data import load_dataset  # noqa: E402
 from unlearn_audit.hfocu.chunked import SoftmaxTrajectory, softmax_chunk_outer  # noqa: E402
@@ -44,12 +44,6 @@ from unlearn_audit.hfocu.recursion import ApproximatorRecursion  # noqa: E402
 from unlearn_audit.hfocu.reverse import softmax_reverse  # noqa: E402
 from unlearn_audit.models import build_model  # noqa: E402
 from unlearn_audit.training import SGDConfig, train_sgd  # noqa: E402
-
-
-def _clock(device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
 
 
 def gpu_tests(quick: bool) -> dict:
@@ -76,25 +70,25 @@ def mnist_lr(device: torch.device, quick: bool) -> dict:
     traj = SoftmaxTrajectory()
     t0 = _clock(device)
     res = train_sgd(model, x, y, cfg, hooks=[traj])
-    t_train = _clock(device) - t0
+    t_train = _since(t0, device)[0]
     t0 = _clock(device)
     chunk, _ = softmax_chunk_outer(x, y, 10, cfg.lam, traj, np.arange(n), chunk_size=64 if quick else 1024)
-    t_chunk = _clock(device) - t0
+    t_chunk = _since(t0, device)[0]
     t0 = _clock(device)
     rev, _ = softmax_reverse(x, y, 10, cfg.lam, traj, np.arange(n), block_rows=256 if quick else 4096)
-    t_rev = _clock(device) - t0
+    t_rev = _since(t0, device)[0]
     model2 = build_model("softmax", (784,), 10, seed=0)
     t0 = _clock(device)
     train_sgd(model2, x, y, cfg)
-    t_plain = _clock(device) - t0
+    t_plain = _since(t0, device)[0]
     rec = ApproximatorRecursion(model2, cfg, n, None, chunk_size=n, device=device)
     t0 = _clock(device)
     train_sgd(model2, x, y, cfg, hooks=[rec])
-    t_time = _clock(device) - t0 - t_plain
+    t_time = _since(t0, device)[0] - t_plain
     rows = np.random.default_rng(0).choice(n, ref_vectors, replace=False)
     t0 = _clock(device)
     ref = reference_precompute(model, cfg, x, y, traj.weights, res.schedule, rows)
-    t_ref = (_clock(device) - t0) * (n / len(rows))
+    t_ref = _since(t0, device)[0] * (n / len(rows))
     rt = torch.as_tensor(rows, device=device)
 
     def rel(a):
