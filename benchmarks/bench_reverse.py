@@ -251,6 +251,10 @@ def markdown(results: dict) -> str:
             lines.append(f"\n{case}: forward layouts measured on {r['forward_records_measured']} records ({fw}); "
                          f"reverse on {r['reverse']['coordinates_measured']} coordinates in blocks of "
                          f"{r['reverse']['block_rows']} rows; {r['threads']} thread(s).")
+    status = results.get("e2e_lr_15_epochs_status")
+    if status and not results.get("e2e_lr_15_epochs"):
+        lines += ["", "## End to end: full Fashion-MNIST LR, 15 epochs, `all` mode (NOT FINISHED at landing)", "",
+                  status["text"]]
     e = results.get("e2e_lr_15_epochs")
     if e:
         p = e["precompute"]
