@@ -447,10 +447,13 @@ class MeasuredReplayTerms:
 
     Per step t = 0..T-1 (``norm_A`` has T + 1 entries): lrs η_t; batch_sizes |B_t|; norm_A ‖A_t‖; injection
     I_t = ‖(1/|B_t|) Σ_{u∈U∩B_t} ∇²ℓ_u(w_t) A_t‖ (exact, Hessian-vector products); retained c_t = |B_t\\U|/|B_t|;
-    lam_min/lam_max the extreme eigenvalues of the retained batch's mean Hessian at w_t (Lanczos Ritz values moved
-    outwards by their residuals); hess_lipschitz M_t = max over probe directions r ∈ {A_t, random of norm ‖A_t‖} of
-    ‖(H_N(w_t + r) − H_N(w_t)) A_t‖ / (‖r‖ ‖A_t‖) (NaN where A_t = 0); rounding ‖o_t‖ measured; ref_round the
-    retrain reference's rounding model. Scalars as in :class:`ReplayTerms`; ``lanczos_steps`` per step.
+    lam_min/lam_max the extreme eigenvalues of the whole batch's mean Hessian H_B at w_t (Lanczos Ritz values moved
+    outwards by their residuals; U-independent); removed_norm ‖(1/|B_t|) Σ_{u∈U∩B_t} ∇²ℓ_u(w_t)‖ (power iteration on
+    the removed records alone, 0 where U misses the step), so that, with c_t H_N = H_B − (1/|B_t|) Σ_u ∇²ℓ_u,
+    ρ_t = ‖I − η_t H_B‖ + η_t removed_norm_t ≥ ‖I − η_t c_t H_N‖ (triangle inequality); hess_lipschitz M_t = max over
+    probe directions r ∈ {A_t, random of norm ‖A_t‖} of ‖(H_N(w_t + r) − H_N(w_t)) A_t‖ / (‖r‖ ‖A_t‖) at sampled
+    steps (NaN elsewhere); rounding ‖o_t‖ measured; ref_round the retrain reference's rounding model. Scalars as in
+    :class:`ReplayTerms`; ``lanczos_steps`` per step.
     """
 
     lrs: np.ndarray
@@ -460,6 +463,7 @@ class MeasuredReplayTerms:
     retained: np.ndarray
     lam_min: np.ndarray
     lam_max: np.ndarray
+    removed_norm: np.ndarray
     hess_lipschitz: np.ndarray
     rounding: np.ndarray
     ref_round: np.ndarray
@@ -475,9 +479,9 @@ class MeasuredReplayTerms:
 
     @property
     def rho(self) -> np.ndarray:
-        """ρ_t = ‖I − η_t c_t H_N‖ = max(|1 − η_t c_t λ_min|, |1 − η_t c_t λ_max|) from the measured extremes."""
-        step = self.lrs * self.retained
-        return np.maximum(np.abs(1.0 - step * self.lam_min), np.abs(1.0 - step * self.lam_max))
+        """ρ_t = max(|1 − η_t λ_min(H_B)|, |1 − η_t λ_max(H_B)|) + η_t removed_norm_t ≥ ‖I − η_t c_t H_N‖."""
+        whole = np.maximum(np.abs(1.0 - self.lrs * self.lam_min), np.abs(1.0 - self.lrs * self.lam_max))
+        return whole + self.lrs * self.removed_norm
 
     @property
     def M(self) -> float:
@@ -526,14 +530,17 @@ def measured_certificate(terms: MeasuredReplayTerms, schedule: Schedule, forget_
     rho = terms.rho
     constants = {
         "rho_max": _const(float(rho.max()) if terms.n_steps else 0.0, "measured",
-                          f"max_t ||I - eta_t c_t H_N(w_t)||: extreme eigenvalues of the retained batch's mean "
-                          f"Hessian at every recorded w_t by Lanczos ({terms.lanczos_steps} steps, Ritz values moved "
-                          "outwards by their residuals); at w_t, not along the segment to the retrain"),
+                          f"max_t of ||I - eta_t H_B(w_t)|| + eta_t ||(1/|B_t|) sum_u Hess l_u(w_t)|| >= "
+                          f"||I - eta_t c_t H_N||: extreme eigenvalues of the batch's mean Hessian at every recorded "
+                          f"w_t by Lanczos ({terms.lanczos_steps} steps, Ritz values moved outwards by their "
+                          "residuals), the removed records' part by power iteration; at w_t, not along the segment "
+                          "to the retrain"),
         "lam_min": _const(float(np.min(terms.lam_min)) if terms.n_steps else 0.0, "measured",
-                          "smallest retained-batch Hessian eigenvalue seen (negative: non-convex, the error grows)"),
+                          "smallest batch Hessian eigenvalue seen (negative: non-convex, the error grows)"),
         "M": _const(terms.M, "measured",
-                    "Hessian-Lipschitz constant: max_t over probe directions r in {A_t, random of norm ||A_t||} of "
-                    "||(H_N(w_t + r) - H_N(w_t)) A_t|| / (||r|| ||A_t||) (finite differences along the replay)"),
+                    "Hessian-Lipschitz constant: max over sampled steps and probe directions r in {A_t, random of "
+                    "norm ||A_t||} of ||(H_N(w_t + r) - H_N(w_t)) A_t|| / (||r|| ||A_t||) (finite differences along "
+                    "the replay)"),
         "max_A": _const(float(np.max(terms.norm_A)), "measured",
                         "max_t ||A_t||, A_t replayed in float64 along the recorded trajectory"),
         "injection_sum": _const(out.terms["injection"], "measured",

@@ -316,8 +316,8 @@ def _replay_plain_softmax(model: FunctionalModel, sgd: SGDConfig, schedule, cach
 @dataclass
 class MeasuredCache:
     """The U-independent part of the measured replay (float64, CPU): per step w_t, the Lanczos extremes of the whole
-    batch's mean Hessian (the retained batch when U misses the step), the measured rounding ‖o_t‖ of the recorded
-    step and the retrain reference's rounding model s_t."""
+    batch's mean Hessian, the measured rounding ‖o_t‖ of the recorded step and the retrain reference's rounding
+    model s_t."""
 
     weights: list
     extremes: list
@@ -336,7 +336,7 @@ def _lanczos_outwards(op, ctx, dim: int, steps: int, start=None):
 
 
 def measured_cache(model: FunctionalModel, sgd: SGDConfig, x: torch.Tensor, y: torch.Tensor, schedule, weights,
-                   final_weights: torch.Tensor, *, train_dtype: str = "float32", lanczos_steps: int = 12
+                   final_weights: torch.Tensor, *, train_dtype: str = "float32", lanczos_steps: int = 8
                    ) -> MeasuredCache:
     """Precompute :class:`MeasuredCache` (``weights[t]`` = w_t as recorded, ``final_weights`` = w_T). Lanczos at
     step t starts from step t − 1's Ritz vector (neighbouring Hessians are close)."""
@@ -370,11 +370,13 @@ def measured_cache(model: FunctionalModel, sgd: SGDConfig, x: torch.Tensor, y: t
 
 def replay_measured_terms(model: FunctionalModel, sgd: SGDConfig, x: torch.Tensor, y: torch.Tensor, schedule,
                           cache: MeasuredCache, forget_positions, *, stored_sum: torch.Tensor | None = None,
-                          seed: int = 0):
+                          seed: int = 0, probes: int = 32):
     """Replay U's summed approximator along the recorded trajectory in float64 for any model (autodiff Hessian-vector
     products, plain SGD) and measure what the §2.4b recursion needs: ‖A_t‖, the exact injection-step term, the
-    retained batch's extreme Hessian eigenvalues at steps U touches (Lanczos, warm-started from the cache), and the
-    Hessian-Lipschitz probes M_t. Returns (:class:`~unlearn_audit.certify.aposteriori.MeasuredReplayTerms`, A_T)."""
+    norm of the removed records' Hessian at steps U touches (power iteration on them alone; the whole batch's
+    extremes come from the cache), and the Hessian-Lipschitz probes M_t at about ``probes`` evenly spread steps.
+    Returns (:class:`~unlearn_audit.certify.aposteriori.MeasuredReplayTerms`, A_T)."""
+    from unlearn_audit.certify import power_norm
     from unlearn_audit.certify.aposteriori import MeasuredReplayTerms
     from unlearn_audit.certify.errors import CertificationError
 
@@ -387,25 +389,26 @@ def replay_measured_terms(model: FunctionalModel, sgd: SGDConfig, x: torch.Tenso
     forget[np.asarray(forget_positions, dtype=np.int64)] = True
     T, d = schedule.n_steps, model.dim
     gen = torch.Generator().manual_seed(int(seed))
-    norm_A, injection, retained = np.zeros(T + 1), np.zeros(T), np.ones(T)
+    norm_A, injection, retained, removed = np.zeros(T + 1), np.zeros(T), np.ones(T), np.zeros(T)
     lam_min = np.array([e[0] for e in cache.extremes], dtype=np.float64)
     lam_max = np.array([e[1] for e in cache.extremes], dtype=np.float64)
     M = np.full(T, np.nan)
+    hits = [forget[pos] for pos in schedule.batches]
+    first = next((t for t, h in enumerate(hits) if h.any()), T)
+    stride = max(1, (T - first) // max(int(probes), 1))
     A = torch.zeros(d, dtype=dt)
     active = False
     for t, (pos, lr) in enumerate(zip(schedule.batches, schedule.lrs)):
         lr = float(lr)
         w = cache.weights[t]
         b = len(pos)
-        hit = forget[pos]
+        hit = hits[t]
         nh = int(hit.sum())
-        keep_pos = torch.as_tensor(pos[~hit])
         retained[t] = (b - nh) / b
         ctx_b = op.prepare(w, X[torch.as_tensor(pos)], Y[torch.as_tensor(pos)])
         ctx_u = op.prepare(w, X[torch.as_tensor(pos[hit])], Y[torch.as_tensor(pos[hit])]) if nh else None
-        ctx_n = op.prepare(w, X[keep_pos], Y[keep_pos]) if nh and b > nh else (ctx_b if not nh else None)
-        if nh and ctx_n is not None:                                  # the retained batch differs from B_t
-            _, lam_min[t], lam_max[t] = _lanczos_outwards(op, ctx_n, d, cache.lanczos_steps)
+        if ctx_u is not None:                     # ‖(1/|B_t|) Σ_u ∇²ℓ_u(w_t)‖ (mean over U ∩ B_t includes λ)
+            removed[t] = nh / b * power_norm(lambda v, c=ctx_u: op.apply(c, v[None])[0], d, iters=4, seed=t)
         if active:
             a_norm = float(A.norm())
             norm_A[t] = a_norm
@@ -416,14 +419,15 @@ def replay_measured_terms(model: FunctionalModel, sgd: SGDConfig, x: torch.Tenso
                 HN = (b * HB - nh * HU) / (b - nh) if b > nh else None
             else:
                 HN = HB
-            if HN is not None and ctx_n is not None and a_norm > 0:
+            if HN is not None and a_norm > 0 and (t - first) % stride == 0:
+                keep_pos = torch.as_tensor(pos[~hit])
                 r = torch.randn(d, generator=gen, dtype=dt)
                 r = r * (a_norm / float(r.norm()))
-                probes = []
+                probes_t = []
                 for direction in (A, r):
-                    shifted = op.prepare(w + direction, ctx_n.x, ctx_n.y)
-                    probes.append(float((op.apply(shifted, A[None])[0] - HN).norm()) / (a_norm * a_norm))
-                M[t] = max(probes)
+                    shifted = op.prepare(w + direction, X[keep_pos], Y[keep_pos])
+                    probes_t.append(float((op.apply(shifted, A[None])[0] - HN).norm()) / (a_norm * a_norm))
+                M[t] = max(probes_t)
             A = A - lr * HB
         if nh:
             assert ctx_u is not None
@@ -433,8 +437,8 @@ def replay_measured_terms(model: FunctionalModel, sgd: SGDConfig, x: torch.Tenso
     gap = None if stored_sum is None else float((A - stored_sum.detach().to("cpu", dt).reshape(-1)).norm())
     return MeasuredReplayTerms(
         lrs=np.asarray(schedule.lrs, dtype=np.float64), batch_sizes=schedule.batch_sizes().astype(np.float64),
-        norm_A=norm_A, injection=injection, retained=retained, lam_min=lam_min, lam_max=lam_max, hess_lipschitz=M,
-        rounding=cache.rounding, ref_round=cache.ref_round, state_gap=gap,
+        norm_A=norm_A, injection=injection, retained=retained, lam_min=lam_min, lam_max=lam_max,
+        removed_norm=removed, hess_lipschitz=M, rounding=cache.rounding, ref_round=cache.ref_round, state_gap=gap,
         state_norm=float((cache.final + A).norm()), u=cache.u, lanczos_steps=cache.lanczos_steps,
         model=model.kind), A
 
