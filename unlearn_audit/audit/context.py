@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from unlearn_audit.audit.protocol import ForgetSplit
 from unlearn_audit.config import AuditConfig
 from unlearn_audit.hfocu import HFOCUUnlearner
 from unlearn_audit.models import FunctionalModel
@@ -15,7 +16,7 @@ from unlearn_audit.training import Schedule, SGDConfig
 
 
 @dataclass
-class AuditContext:
+class AuditContext(ForgetSplit):
     """Shared state of one run. Training positions index ``x``/``y``; labels for attacks are 1 = forget-set record
     (trained on, then deleted), 0 = record never trained on (population)."""
 
@@ -40,22 +41,6 @@ class AuditContext:
     record_id_key: bytes = field(default_factory=new_key)
     """Key of the record pseudonyms in results.json and the report (HMAC-SHA256); saved as the run folder's
     record_id.key, never shown."""
-
-    @property
-    def retain_mask(self) -> np.ndarray:
-        mask = np.ones(len(self.x), dtype=bool)
-        mask[self.forget_positions] = False
-        return mask
-
-    @property
-    def forget(self) -> tuple[torch.Tensor, torch.Tensor]:
-        pos = torch.as_tensor(self.forget_positions)
-        return self.x[pos], self.y[pos]
-
-    @property
-    def retain(self) -> tuple[torch.Tensor, torch.Tensor]:
-        keep = torch.as_tensor(self.retain_mask)
-        return self.x[keep], self.y[keep]
 
     @property
     def noise_seed(self) -> int:

@@ -43,8 +43,36 @@ if TYPE_CHECKING:
 __all__ = ["PairedRun", "RequestTiming", "UnlearningMethod", "UnlearningResult", "UnlearningTask"]
 
 
+class ForgetSplit:
+    """The training records split into the forget set U and the rest, for a class holding ``x``, ``y`` (training
+    tensors) and ``forget_positions`` (training positions of U): the audit's context and a method's task alike."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    forget_positions: np.ndarray
+
+    @property
+    def retain_mask(self) -> np.ndarray:
+        """(n,) bool: True for the records that stay."""
+        mask = np.ones(len(self.x), dtype=bool)
+        mask[self.forget_positions] = False
+        return mask
+
+    @property
+    def forget(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x, y) of the forget set, in the order of ``forget_positions``."""
+        pos = torch.as_tensor(self.forget_positions)
+        return self.x[pos], self.y[pos]
+
+    @property
+    def retain(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x, y) of the retained records."""
+        keep = torch.as_tensor(self.retain_mask)
+        return self.x[keep], self.y[keep]
+
+
 @dataclass(frozen=True)
-class UnlearningTask:
+class UnlearningTask(ForgetSplit):
     """The trained run and the records to forget.
 
     ``x`` (n, *input_shape) float32 and ``y`` (n,) int64: the training records, indexed by training position;
@@ -71,25 +99,6 @@ class UnlearningTask:
     requests: int
     config: AuditConfig
     hfocu: "HFOCUUnlearner | None" = None
-
-    @property
-    def retain_mask(self) -> np.ndarray:
-        """(n,) bool: True for the records that stay."""
-        mask = np.ones(len(self.x), dtype=bool)
-        mask[self.forget_positions] = False
-        return mask
-
-    @property
-    def forget(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x, y) of the forget set, in the order of ``forget_positions``."""
-        pos = torch.as_tensor(self.forget_positions)
-        return self.x[pos], self.y[pos]
-
-    @property
-    def retain(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x, y) of the retained records."""
-        keep = torch.as_tensor(self.retain_mask)
-        return self.x[keep], self.y[keep]
 
     def request_chunks(self) -> list[np.ndarray]:
         """Indices into ``forget_positions`` of each deletion request (``requests`` chunks, as even as possible)."""
