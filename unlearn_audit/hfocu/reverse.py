@@ -28,7 +28,9 @@ number m of tracked records. The walk stops at the first step at which any track
 
 from __future__ import annotations
 
-from typing import Callable
+import functools
+from contextlib import contextmanager
+from typing import Any, Callable, TypeVar, cast
 
 import numpy as np
 import torch
@@ -37,7 +39,7 @@ from unlearn_audit.hfocu.chunked import Order, SoftmaxTrajectory, _flat_to_cd
 from unlearn_audit.models import FunctionalModel
 from unlearn_audit.training.sgd import SGDConfig, StepInfo
 
-__all__ = ["ColumnSink", "generic_reverse", "softmax_reverse", "first_injection_step"]
+__all__ = ["ColumnSink", "first_injection_step", "flush_subnormals", "generic_reverse", "softmax_reverse"]
 
 ColumnSink = Callable[[int, torch.Tensor], None]
 """``sink(col_start, slab)``: ``slab[r, j]`` is coordinate ``col_start + j`` of the approximator of row ``r`` (rows
@@ -95,6 +97,34 @@ def _batch_rows(batches, row_of: np.ndarray, device) -> list:
     return out
 
 
+@contextmanager
+def flush_subnormals():
+    """Flush float subnormals to zero on the CPU while the recursion runs. With a decaying step size (η_t = η0 γ^t)
+    the products η_t·(…) of a long run pass through float32's subnormal range (below 1.2e-38), where every GEMM
+    element takes a slow microcode path: measured 288 ms instead of 4.3 ms per block-step (256 rows, d = 7,850) —
+    at γ = 0.995 over 15 epochs of full Fashion-MNIST, ~3,300 of the 28,125 steps. Values that small are far below
+    float32 rounding of the O(1) entries they are added to. The previous mode is not readable in torch; it is set
+    back to off afterwards."""
+    supported = torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        if supported:
+            torch.set_flush_denormal(False)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _subnormals_flushed(fn: F) -> F:
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with flush_subnormals():
+            return fn(*args, **kwargs)
+
+    return cast(F, wrapper)
+
+
 def _column_range(columns: tuple[int, int] | None, d: int) -> tuple[int, int]:
     lo, hi = (0, d) if columns is None else (int(columns[0]), int(columns[1]))
     if not 0 <= lo <= hi <= d:
@@ -106,6 +136,7 @@ def _default_buffer_cols(m: int, d: int, itemsize: int, buffer_bytes: int) -> in
     return max(1, min(d, buffer_bytes // max(1, m * itemsize)))
 
 
+@_subnormals_flushed
 def softmax_reverse(x: torch.Tensor, y: torch.Tensor, n_classes: int, lam: float, traj: SoftmaxTrajectory,
                     positions: np.ndarray, *, block_rows: int = 128, dtype: torch.dtype = torch.float32,
                     order: Order = "propagate_first", column_sink: ColumnSink | None = None,
@@ -196,6 +227,7 @@ def _inject(slab, S, q, R, slot, labels, w, lam, scale) -> None:
     slab.index_add_(0, rows, inj, alpha=scale)
 
 
+@_subnormals_flushed
 def generic_reverse(model: FunctionalModel, sgd: SGDConfig, x: torch.Tensor, y: torch.Tensor, trajectory,
                     positions: np.ndarray, *, curvature: str = "exact", order: Order = "propagate_first",
                     block_rows: int = 64, dtype: torch.dtype = torch.float32, column_sink: ColumnSink | None = None,
