@@ -105,6 +105,12 @@ def mnist_lr(device: torch.device, quick: bool) -> dict:
                                     "rel_error_vs_reference": rel(rev)}}}
 
 
+def _in_temp_folder(run):
+    """Run ``run(folder)`` in a fresh temporary folder that is removed afterwards (the store is ~2 GB at full size)."""
+    with tempfile.TemporaryDirectory(prefix="gpu_check_") as work:
+        return run(Path(work))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cpu-quick", action="store_true", help="every step on the CPU at toy sizes (a smoke test)")
@@ -128,9 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         ("fashion_mnist_lr_side_by_side", lambda: side_by_side(
             "lr", 1, 512 if quick else 16384, 2, 64 if quick else 4096, device=str(device),
             chunk_sizes=(64,) if quick else (4096,), max_train=3000 if quick else None)),
-        ("fashion_mnist_lr_precompute_15_epochs", lambda: end_to_end(
-            1, 1 if quick else 8, Path(tempfile.mkdtemp(prefix="gpu_check_")), check_records=8 if quick else 64,
-            max_train=2000 if quick else 60000, epochs=1 if quick else 15, device=str(device))),
+        ("fashion_mnist_lr_precompute_15_epochs", lambda: _in_temp_folder(lambda work: end_to_end(
+            1, 1 if quick else 8, work, check_records=8 if quick else 64,
+            max_train=2000 if quick else 60000, epochs=1 if quick else 15, device=str(device)))),
         ("cnn", lambda: [cnn_setting("MNIST CNN (paper: n=1000, B=64)", 8 if quick else 256, 64, 1 if quick else 3,
                                      device=str(device)),
                          cnn_setting("Fashion-MNIST CNN (paper: n=4000, B=256)", 4 if quick else 64,
