@@ -127,6 +127,24 @@ def test_interrupted_audit_exits_128_plus_signal_and_leaves_nothing(tmp_path, si
     assert sorted(p.name for p in wd.iterdir()) == ["c.toml"], list(wd.iterdir())
 
 
+def test_a_second_signal_during_the_clean_up_keeps_the_first_exit_code(tmp_path):
+    """Ctrl-C pressed twice (or SIGINT then SIGTERM from a supervisor): the first signal decides the exit code and the
+    clean-up runs to its end; never a death by signal (returncode -2), which a caller cannot tell from a hard kill."""
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    proc = _start_audit(wd, _env(tmp_path))
+    _wait_for_partial(wd, proc)
+    proc.send_signal(signal.SIGINT)
+    for late in (signal.SIGINT, signal.SIGTERM, signal.SIGINT):
+        time.sleep(0.02)
+        if proc.poll() is None:
+            proc.send_signal(late)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (proc.returncode, err)
+    assert err == "error: interrupted (SIGINT); nothing of the interrupted step was kept\n", err
+    assert sorted(p.name for p in wd.iterdir()) == ["c.toml"], list(wd.iterdir())
+
+
 def test_partial_folder_of_a_killed_audit_is_removed_on_the_next_start(tmp_path):
     wd = tmp_path / "wd"
     wd.mkdir()

@@ -16,7 +16,6 @@ USAGE_ERROR = 2
 INTERNAL_ERROR = 4
 INTERRUPTED = 130           # 128 + SIGINT, the shell's convention
 TERMINATED = 143            # 128 + SIGTERM
-_INTERRUPTED = "error: interrupted (SIGINT); nothing of the interrupted step was kept"
 RETRAIN_DUE = 5             # forget: applied and released, but the deletion capacity is spent
 
 
@@ -76,13 +75,35 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-class _Terminated(SystemExit):
-    """SIGTERM, raised where the process is: it unwinds like any failure (partial outputs are removed, a pending
-    deletion is rolled back), then exits 143."""
+class _Stopped(SystemExit):
+    """SIGINT or SIGTERM, raised where the process is: it unwinds like any failure (partial outputs are removed, a
+    pending deletion is rolled back), then exits 128 + the signal's number. A SystemExit, not a KeyboardInterrupt:
+    CPython turns a KeyboardInterrupt that reaches the top (or that some library re-raises after we handled it) into
+    a death by SIGINT (returncode -2 instead of 130), which callers cannot tell from a hard kill."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        self.signame = signal.Signals(signum).name
+        super().__init__(128 + signum)
 
 
-def _on_sigterm(signum, frame):
-    raise _Terminated(TERMINATED)
+def _on_stop_signal(signum, frame):
+    import signal
+
+    # the first signal unwinds; any later one is ignored so that the clean-up it started runs to its end and the
+    # exit code stays 128 + the first signal (SIGKILL still stops everything; the next start removes what is left)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    raise _Stopped(signum)
+
+
+def _stopped_message(signame: str) -> str:
+    verb = "terminated" if signame == "SIGTERM" else "interrupted"
+    return f"error: {verb} ({signame}); nothing of the interrupted step was kept"
+
+
+_INTERRUPTED = _stopped_message("SIGINT")
 
 
 class _Commands(click.Group):
@@ -95,28 +116,21 @@ class _Commands(click.Group):
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         import signal
 
+        stop_signals = (signal.SIGINT, signal.SIGTERM)
         try:
-            previous = signal.signal(signal.SIGTERM, _on_sigterm)
-            previous_int = signal.getsignal(signal.SIGINT)
+            previous = {sig: signal.signal(sig, _on_stop_signal) for sig in stop_signals}
         except ValueError:                                  # not the main thread: leave signals alone
-            previous = previous_int = None
+            previous = {}
+        signalled = False
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except click.exceptions.Abort:                      # click turns KeyboardInterrupt into Abort
+        except _Stopped as stop:
+            signalled = True
+            click.echo(_stopped_message(stop.signame), err=True)
+            sys.exit(stop.code)
+        except (click.exceptions.Abort, KeyboardInterrupt):   # a KeyboardInterrupt raised by other means than SIGINT
             click.echo(_INTERRUPTED, err=True)
             sys.exit(INTERRUPTED)
-        except KeyboardInterrupt:
-            click.echo(_INTERRUPTED, err=True)
-            sys.exit(INTERRUPTED)
-        except _Terminated:
-            click.echo("error: terminated (SIGTERM); nothing of the interrupted step was kept", err=True)
-            sys.exit(TERMINATED)
-        except SystemExit:
-            # the command is over (its outputs committed, its exit code chosen): a late SIGINT must not turn it into
-            # a death by signal on the way out
-            if previous is not None:
-                signal.signal(signal.SIGINT, signal.SIG_IGN)
-            raise
         except click.ClickException as err:
             where = ""
             ctx = getattr(err, "ctx", None)
@@ -125,9 +139,11 @@ class _Commands(click.Group):
             click.echo(f"error: {_one_line(err.format_message())}{where}", err=True)
             sys.exit(err.exit_code)
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
-                signal.signal(signal.SIGINT, previous_int)
+            # handlers go back as they were for an in-process caller (tests, a notebook); after a signal they stay
+            # ignored: the process is leaving, and a second signal must not turn exit 130/143 into a death by signal
+            if not signalled:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
         sys.exit(rv if isinstance(rv, int) else 0)
 
     def invoke(self, ctx: click.Context):
@@ -136,7 +152,7 @@ class _Commands(click.Group):
         except KeyboardInterrupt:
             click.echo(_INTERRUPTED, err=True)
             sys.exit(INTERRUPTED)
-        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, SystemExit):
+        except (_Stopped, click.exceptions.Exit, click.ClickException, click.exceptions.Abort, SystemExit):
             raise
         except Exception as err:                                  # noqa: BLE001 - the last resort, by design
             import tempfile
