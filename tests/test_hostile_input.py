@@ -390,6 +390,16 @@ CASES = [
          plugin("plug_factory_raises", "def net(shape, k):\n    raise RuntimeError('no GPU')\n", factory="net")),
     Case("factory-wrong-shape", audit(), "expected logits of shape (4, 10)", plugin(
         "plug_factory_shape", "def net(shape, k):\n    return nn.Linear(shape[0], k + 1)\n", factory="net")),
+    Case("factory-sys-exit", audit(), "model factory 'plug_factory_exit:net': raised SystemExit: 3",
+         plugin("plug_factory_exit", "def net(shape, k):\n    raise SystemExit(3)\n", factory="net")),   # exit 3 before
+    Case("factory-complex-parameter", audit(), "parameter 'w' has dtype complex64: parameters must be real floating",
+         plugin("plug_complex", "class C(nn.Module):\n    def __init__(self, d, k):\n        super().__init__()\n"
+                "        self.w = nn.Parameter(torch.zeros(d, k, dtype=torch.complex64))\n"
+                "    def forward(self, x):\n        return (x.to(self.w.dtype) @ self.w).real\n"
+                "def net(shape, k):\n    return C(shape[0], k)\n", factory="net")),
+    Case("factory-frozen-parameter", audit(), "parameter '0.weight' is frozen (requires_grad = False)",
+         plugin("plug_frozen", "def net(shape, k):\n    m = nn.Sequential(nn.Linear(shape[0], 8), nn.Tanh(), "
+                "nn.Linear(8, k))\n    m[0].weight.requires_grad_(False)\n    return m\n", factory="net")),
     Case("factory-not-a-module", audit(), "returned a int, not a torch.nn.Module",
          plugin("plug_factory_int", "def net(shape, k):\n    return 3\n", factory="net")),
     Case("factory-bad-spec", audit(), "model.factory: expected 'package.module:function'",

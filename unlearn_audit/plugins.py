@@ -7,7 +7,9 @@ there). What was imported is recorded (:class:`PluginInfo`: the module, its file
 results.json and in a trained run's spec, so a report says exactly which code produced it.
 
 Every problem is a :class:`PluginError` with one line naming the plugin: a malformed name, a module that cannot be
-imported (or raises while importing), a missing attribute.
+imported (or raises while importing), a missing attribute. Code that calls into a plugin (the factory, a method's
+``unlearn``) reports its failures the same way: :func:`user_failure` says which exceptions are the plugin's failure
+(``sys.exit()`` in a plugin included), :func:`describe_error` gives the one-line text.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from pathlib import Path
 
 from unlearn_audit.common import file_sha256
 
-__all__ = ["PLUGIN_PATTERN", "PluginError", "PluginInfo", "is_plugin_spec", "load_plugin"]
+__all__ = ["PLUGIN_PATTERN", "PluginError", "PluginInfo", "describe_error", "is_plugin_spec", "load_plugin",
+           "user_failure"]
 
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 PLUGIN_PATTERN = rf"^{_NAME}(\.{_NAME})*:{_NAME}$"
@@ -73,10 +76,19 @@ def _version(module, top: str) -> str:
     return "unknown"
 
 
-def _short(err: BaseException) -> str:
+def describe_error(err: BaseException, limit: int = 200) -> str:
+    """``"Type: message"`` on one line, the message cut to ``limit`` characters."""
     text = " ".join(str(err).split())
-    text = text if len(text) <= 200 else text[:197] + "..."
+    text = text if len(text) <= limit else text[:limit - 3] + "..."
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def user_failure(err: BaseException) -> bool:
+    """Whether ``err``, raised inside user code, is that code's failure, to be reported as an input error naming the
+    plugin: any Exception, and a plain SystemExit (``sys.exit(0)`` in a plugin must not end the audit with the
+    plugin's exit code: 0 would read as a pass). A subclass of SystemExit (the command line's stop on SIGINT or
+    SIGTERM), KeyboardInterrupt and GeneratorExit are not: they pass through."""
+    return isinstance(err, Exception) or type(err) is SystemExit
 
 
 _CACHE: dict[tuple[str, tuple[str, ...]], tuple[object, PluginInfo]] = {}
@@ -114,9 +126,11 @@ def load_plugin(spec: str, plugin_path: Sequence[str] = (), *, what: str = "plug
             where = "plugin_path / --plugin-path" if not folders else ", ".join(folders)
             raise PluginError(f"{label}: cannot import module '{module_name}' (no module named '{err.name}'; "
                               f"is it installed, or in {where}?)") from None
-        raise PluginError(f"{label}: importing module '{module_name}' failed: {_short(err)}") from None
-    except (Exception, SystemExit) as err:         # noqa: BLE001 - user code may raise anything while importing
-        raise PluginError(f"{label}: importing module '{module_name}' raised {_short(err)}") from None
+        raise PluginError(f"{label}: importing module '{module_name}' failed: {describe_error(err)}") from None
+    except BaseException as err:                   # noqa: BLE001 - user code may raise anything while importing
+        if not user_failure(err):
+            raise
+        raise PluginError(f"{label}: importing module '{module_name}' raised {describe_error(err)}") from None
     finally:
         sys.dont_write_bytecode = dont_write
     if not hasattr(module, attribute):

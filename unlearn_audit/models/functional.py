@@ -9,7 +9,7 @@ from torch import nn
 from torch.func import functional_call
 
 from unlearn_audit.common import array_sha256
-from unlearn_audit.plugins import PluginInfo
+from unlearn_audit.plugins import PluginInfo, describe_error, user_failure
 
 
 class ModelError(ValueError):
@@ -20,7 +20,10 @@ def check_per_sample_loss(module: nn.Module) -> None:
     """Refuse layers that make a record's loss depend on the rest of its batch, or random (DESIGN §2.1): BatchNorm
     (any subclass: SyncBatchNorm, lazy variants) in training mode or without running statistics, any dropout
     (every ``_DropoutNd``: Dropout, AlphaDropout, FeatureAlphaDropout, ...) with p > 0, and parameters not yet
-    materialised (lazy modules). A layer the structure does not reveal is caught by :func:`probe_model`."""
+    materialised (lazy modules), and parameters that are not trained as declared: every parameter is trained (the
+    flat weight vector holds them all), so one that is frozen (``requires_grad = False``) or not real floating point
+    (complex, integer) is refused; keep fixed tensors as buffers. A layer the structure does not reveal is caught by
+    :func:`probe_model`."""
     for name, layer in module.named_modules():
         where = f"layer '{name}' ({type(layer).__name__})" if name else f"the module ({type(layer).__name__})"
         if isinstance(layer, nn.modules.batchnorm._BatchNorm):
@@ -34,6 +37,12 @@ def check_per_sample_loss(module: nn.Module) -> None:
     for name, p in module.named_parameters():
         if isinstance(p, nn.parameter.UninitializedParameter):
             raise ModelError(f"parameter '{name}' is not materialised (a lazy module); give its sizes explicitly")
+        if not p.dtype.is_floating_point:
+            raise ModelError(f"parameter '{name}' has dtype {str(p.dtype).removeprefix('torch.')}: parameters must be "
+                             "real floating point (they are trained as one float vector)")
+        if not p.requires_grad:
+            raise ModelError(f"parameter '{name}' is frozen (requires_grad = False), but every parameter is trained; "
+                             "register a fixed tensor as a buffer (module.register_buffer) instead")
 
 
 class FunctionalModel:
@@ -118,8 +127,10 @@ def probe_model(model: "FunctionalModel", *, records: int = 4, seed: int = 0, rt
     try:
         with torch.no_grad():
             out = model.logits(w, x)
-    except Exception as err:                     # noqa: BLE001 - user code may raise anything
-        raise ModelError(f"its forward pass raised {_short(err)}") from None
+    except BaseException as err:                 # noqa: BLE001 - user code may raise anything
+        if not user_failure(err):
+            raise
+        raise ModelError(f"its forward pass raised {describe_error(err, 160)}") from None
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (records, model.n_classes):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ModelError(f"its forward pass returned {shape} for {records} records of shape {model.input_shape}; "
@@ -129,9 +140,11 @@ def probe_model(model: "FunctionalModel", *, records: int = 4, seed: int = 0, rt
     try:
         with torch.no_grad():
             alone = vmap(lambda xi: model.logits(w, xi.unsqueeze(0)).squeeze(0))(x)
-    except Exception as err:                     # noqa: BLE001
-        raise ModelError(f"it does not run under torch.func.vmap ({_short(err)}); in-place updates of inputs, "
-                         ".item() and data-dependent Python control flow are the usual causes") from None
+    except BaseException as err:                 # noqa: BLE001
+        if not user_failure(err):
+            raise
+        raise ModelError(f"it does not run under torch.func.vmap ({describe_error(err, 160)}); in-place updates of "
+                         "inputs, .item() and data-dependent Python control flow are the usual causes") from None
     if not torch.allclose(alone, out, rtol=rtol, atol=atol):
         gap = float((alone - out).abs().max())
         raise ModelError(f"a record's output depends on the other records of its batch (logits alone vs in a batch "
@@ -141,17 +154,13 @@ def probe_model(model: "FunctionalModel", *, records: int = 4, seed: int = 0, rt
     loss = lambda v: model.per_sample_loss(v, x, y).sum()              # noqa: E731
     try:
         hv = jvp(grad(loss), (w,), (torch.ones_like(w),))[1]
-    except Exception as err:                     # noqa: BLE001
+    except BaseException as err:                 # noqa: BLE001
+        if not user_failure(err):
+            raise
         raise ModelError(f"its loss has no Hessian-vector products (forward-over-reverse autodiff failed: "
-                         f"{_short(err)})") from None
+                         f"{describe_error(err, 160)})") from None
     if not bool(torch.isfinite(hv).all()):
         raise ModelError("its loss's Hessian-vector product is NaN or inf at the initial weights")
-
-
-def _short(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    text = text if len(text) <= 160 else text[:157] + "..."
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
 def weights_hash(w: torch.Tensor) -> str:

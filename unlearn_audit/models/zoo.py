@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from unlearn_audit.models.functional import FunctionalModel, ModelError, probe_model
-from unlearn_audit.plugins import load_plugin
+from unlearn_audit.plugins import describe_error, load_plugin, user_failure
 
 
 class SoftmaxRegression(nn.Module):
@@ -144,9 +144,10 @@ def build_custom_model(factory: str, input_shape: tuple[int, ...], n_classes: in
     torch.manual_seed(seed)
     try:
         module = fn(tuple(int(s) for s in input_shape), int(n_classes))
-    except Exception as err:                    # noqa: BLE001 - user code may raise anything
-        text = " ".join(str(err).split())[:200]
-        raise ModelError(f"{label}: raised {type(err).__name__}: {text}") from None
+    except BaseException as err:                # noqa: BLE001 - user code may raise anything
+        if not user_failure(err):
+            raise
+        raise ModelError(f"{label}: raised {describe_error(err)}") from None
     if not isinstance(module, nn.Module):
         raise ModelError(f"{label}: returned a {type(module).__name__}, not a torch.nn.Module")
     try:
