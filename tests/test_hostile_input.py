@@ -227,6 +227,14 @@ def _npz_bytes(**arrays) -> bytes:
     return buf.getvalue()
 
 
+def _npy_bytes(array: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
 def _parquet_bytes(**columns) -> bytes:
     import io
 
@@ -375,6 +383,38 @@ CASES = [
     Case("plugin-certified-without-certificate", audit(), "certificate needs the number(s) epsilon, delta",
          plugin("plug_cert", _method("return UnlearningResult(weights=task.weights, released=task.weights, "
                                      "sigma=1.0, certified=True)"), method="M")),
+    Case("plugin-method-sys-exit-0", audit(), "unlearning method 'plug_exit0:M': unlearn() raised SystemExit: 0",
+         plugin("plug_exit0", _method("import sys; sys.exit(0)"), method="M")),     # exited 0 ("pass") before
+    Case("plugin-method-changes-x", audit(), "unlearn() changed the task's training records, model, schedule or "
+         "record ids in place", plugin("plug_x_inplace", _method("task.x.mul_(0.0); return task.weights.clone()"), method="M")),
+    Case("plugin-method-writes-schedule", audit(), "unlearn() changed the task's training records, model, schedule",
+         plugin("plug_sched", _method("task.schedule.batches[0][:] = 0; return task.weights.clone()"), method="M")),
+    Case("plugin-method-torch-bool", audit(), "the unlearned weights have dtype bool, expected a float vector",
+         plugin("plug_bool", _method("return task.weights > 0"), method="M")),
+    Case("plugin-certificate-str", audit(), "a certified result's certificate must be a dict, got str",
+         plugin("plug_cert_str", _method("return UnlearningResult(weights=task.weights, released=task.weights, "
+                                         "sigma=1.0, certified=True, certificate='eps=1')"), method="M")),
+    Case("plugin-certificate-other-sigma", audit(), "the certificate's sigma (9.0) is not the release's sigma (1.0)",
+         plugin("plug_cert_sigma", _method(
+             "return UnlearningResult(weights=task.weights, released=task.weights, sigma=1.0, certified=True, "
+             "certificate={'epsilon': 1.0, 'delta': 1e-5, 'sigma': 9.0, 'sensitivity': 0.1})"), method="M")),
+    Case("plugin-certificate-other-epsilon", audit(), "the certificate is for epsilon = 5, delta = 1e-05, but the "
+         "audit judges releases at privacy.epsilon = 1", plugin("plug_cert_eps", _method(
+             "return UnlearningResult(weights=task.weights, released=task.weights, sigma=1.0, certified=True, "
+             "certificate={'epsilon': 5.0, 'delta': 1e-5, 'sigma': 1.0, 'sensitivity': 0.1})"), method="M")),
+    Case("plugin-extra-not-json", audit(), "its extra is not JSON-ready (TypeError: cannot convert Tensor",
+         plugin("plug_extra", _method("return UnlearningResult(weights=task.weights, extra={'t': task.weights})"),
+                method="M")),
+    Case("plugin-request-indices", audit(), "request 0: indices must be a 1-D integer array of positions",
+         plugin("plug_req", _method("from unlearn_audit.audit.protocol import RequestTiming; return UnlearningResult("
+                                    "weights=task.weights, requests=[RequestTiming(torch.tensor([10**6]).numpy(), "
+                                    "0.1)])"), method="M")),
+    Case("plugin-paired-wrong-shape", audit(), "paired() returned shape (3,) float32; expected a float tensor of "
+         "shape (8, 650)", plugin("plug_paired", _method("return task.weights")
+                                  + "    def paired(self, run):\n        return torch.zeros(3)\n", method="M")),
+    Case("plugin-diagnostics-raises", audit(), "diagnostics() raised RuntimeError: diag", plugin(
+        "plug_diag", _method("return task.weights") + "    def diagnostics(self, res, task, w):\n"
+        "        raise RuntimeError('diag')\n", method="M")),
     Case("plugin-path-missing", audit("--plugin-path", "nope"), "plugin_path: folder not found: nope",
          toml('[unlearning]\nmethods = ["some_mod_h18:M"]\n')),
     Case("factory-batchnorm-training", audit(), "model factory 'plug_bn:net': layer '2' (BatchNorm1d) is BatchNorm "
@@ -412,8 +452,12 @@ CASES = [
          "forget_file", {**toml(SMALL), "w.npy": b"x"}),
     Case("external-missing", audit("--unlearned-weights", "nope.npy"), "unlearned_weights: file not found",
          toml(EXT_CFG), setup=_external(np.zeros(650, np.float32))),
-    Case("external-garbage", audit("--unlearned-weights", "w.npy"), "not a readable .npy array",
-         toml(EXT_CFG), setup=_external(os.urandom(200))),
+    Case("external-garbage", audit("--unlearned-weights", "w.npy"), "not an .npy file (no NumPy header)",
+         toml(EXT_CFG), setup=_external(b"\x00" + os.urandom(200))),
+    Case("external-npz", audit("--unlearned-weights", "w.npy"), "not an .npy file (no NumPy header)",
+         toml(EXT_CFG), setup=_external(_npz_bytes(w=np.zeros(650, np.float32)))),
+    Case("external-truncated", audit("--unlearned-weights", "w.npy"), "not a readable .npy array",
+         toml(EXT_CFG), setup=_external(_npy_bytes(np.zeros(650, np.float32))[:300])),
     Case("external-2d", audit("--unlearned-weights", "w.npy"), "expected a 1-D float array",
          toml(EXT_CFG), setup=_external(np.zeros((10, 65), np.float32))),
     Case("external-wrong-length", audit("--unlearned-weights", "w.npy"), "the unlearned weights have shape (649,), "

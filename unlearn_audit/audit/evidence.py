@@ -29,7 +29,7 @@ import torch
 
 from attacks import signals
 from unlearn_audit.audit.context import AuditContext
-from unlearn_audit.audit.methods import ResolvedMethod, run_method, task_from_context
+from unlearn_audit.audit.methods import ResolvedMethod, paired_result, run_method, task_from_context
 from unlearn_audit.audit.pairs import PairedModels, train_paired
 from unlearn_audit.audit.protocol import PairedRun, UnlearningTask
 from unlearn_audit.certify import release
@@ -161,14 +161,14 @@ def per_pair_task(ctx: AuditContext, pairs: PairedModels, i: int) -> UnlearningT
     task = task_from_context(ctx, with_hfocu=False)
     seed = int(pairs.seeds[i])
     return dataclasses.replace(task, schedule=pairs.schedules[i], weights=pairs.original_weights()[i].clone(),
-                               seed=seed, config=ctx.cfg.model_copy(update={"seed": seed}))
+                               seed=seed, config=ctx.cfg.model_copy(update={"seed": seed}, deep=True))
 
 
 def paired_weights(ctx: AuditContext, run: PairedRun, rm: ResolvedMethod) -> torch.Tensor:
     """Every paired model's unlearned weights, (N, d): the method's batched form when it has one, else the one
     dispatcher (:func:`~unlearn_audit.audit.methods.run_method`) once per pair."""
     pairs = run.pairs
-    batched = rm.method.paired(run)
+    batched = paired_result(rm, run, pairs.retrain.dtype)
     if batched is not None:
         return batched
     return torch.stack([run_method(rm, ctx, task=per_pair_task(ctx, pairs, i)).weights.to(pairs.retrain.dtype)

@@ -11,6 +11,8 @@ subclass :class:`~unlearn_audit.audit.protocol.UnlearningMethod` and register it
 
 from __future__ import annotations
 
+import math
+import numbers
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +30,17 @@ from unlearn_audit.audit.protocol import (
     UnlearningTask,
 )
 from unlearn_audit.certify import NotCertifiable
+from unlearn_audit.common import array_sha256, to_jsonable
 from unlearn_audit.config import AuditConfig
 from unlearn_audit.models.functional import weights_hash
-from unlearn_audit.plugins import PluginError, PluginInfo, is_plugin_spec, load_plugin
+from unlearn_audit.plugins import (
+    PluginError,
+    PluginInfo,
+    describe_error,
+    is_plugin_spec,
+    load_plugin,
+    user_failure,
+)
 
 
 class MethodError(ValueError):
@@ -333,7 +343,15 @@ class ExternalWeights(UnlearningMethod):
 
         label = f"unlearned weights '{self.path}'"
         if not self.path.is_file():
-            raise MethodError(f"{label}: file not found")
+            raise MethodError(f"{label}: " + ("not a regular file" if self.path.exists() else "file not found"))
+        try:
+            with open(self.path, "rb") as fh:
+                magic = fh.read(6)
+        except OSError as err:
+            raise MethodError(f"{label}: cannot read ({err.strerror or err})") from None
+        if magic != b"\x93NUMPY":          # np.load would open an .npz or try to unpickle anything else
+            raise MethodError(f"{label}: not an .npy file (no NumPy header); write the flat weight vector with "
+                              "numpy.save")
         try:
             w = np.load(self.path, allow_pickle=False)
         except (ValueError, OSError, EOFError) as err:
@@ -424,8 +442,10 @@ def resolve_method(name: str, plugin_path: tuple[str, ...] | list[str] = ()) -> 
                           "unlearn_audit.audit.protocol.UnlearningMethod")
     try:
         method = cls()
-    except Exception as err:                 # noqa: BLE001 - user code may raise anything
-        raise MethodError(f"{label}: instantiating it raised {_short(err)}") from None
+    except BaseException as err:             # noqa: BLE001 - user code may raise anything
+        if not user_failure(err):
+            raise
+        raise MethodError(f"{label}: instantiating it raised {describe_error(err)}") from None
     return ResolvedMethod(name, method, info)
 
 
@@ -440,14 +460,11 @@ def resolve_methods(cfg: AuditConfig) -> dict[str, ResolvedMethod]:
     return out
 
 
-def _short(err: BaseException) -> str:
-    text = " ".join(str(err).split())
-    text = text if len(text) <= 200 else text[:197] + "..."
-    return f"{type(err).__name__}: {text}" if text else type(err).__name__
-
-
 def task_from_context(ctx: AuditContext, *, with_hfocu: bool = True) -> UnlearningTask:
-    """The method's view of the audit's run: the trained run and the forget set, never the retrained model."""
+    """The method's view of the audit's run: the trained run and the forget set, never the retrained model. The
+    weights, forget positions and config are the method's own copies; the training tensors, the model, the record
+    ids and the schedule are the audit's, shared with the other methods (:func:`run_method` refuses a plugin that
+    changes them in place)."""
     return UnlearningTask(model=ctx.model, x=ctx.x, y=ctx.y, record_ids=ctx.train_ids, schedule=ctx.schedule,
                           sgd=ctx.sgd, weights=ctx.w_original.clone(),
                           forget_positions=np.asarray(ctx.forget_positions).copy(),
@@ -459,11 +476,14 @@ def _checked_weights(rm: ResolvedMethod, w, d: int, what: str, dtype: torch.dtyp
                      ) -> torch.Tensor:
     if isinstance(w, np.ndarray):
         if w.dtype.kind not in "fiu":
-            raise MethodError(f"{rm.label}: {what} has dtype {w.dtype}, expected a float vector")
+            raise MethodError(f"{rm.label}: {what} have dtype {w.dtype}, expected a float vector")
         w = torch.as_tensor(w)
     if not isinstance(w, torch.Tensor):
         raise MethodError(f"{rm.label}: returned {type(w).__name__} as {what}; expected a torch.Tensor or numpy "
                           "array of the flat weights, or an UnlearningResult")
+    if w.dtype == torch.bool or w.is_complex():
+        raise MethodError(f"{rm.label}: {what} have dtype {str(w.dtype).removeprefix('torch.')}, expected a float "
+                          "vector")
     if tuple(w.shape) != (d,):
         raise MethodError(f"{rm.label}: {what} have shape {tuple(w.shape)}, expected ({d},) (the model's flat "
                           "weight vector)")
@@ -473,49 +493,140 @@ def _checked_weights(rm: ResolvedMethod, w, d: int, what: str, dtype: torch.dtyp
     return w
 
 
-def checked_result(rm: ResolvedMethod, raw, d: int, dtype: torch.dtype) -> UnlearningResult:
+def _real(value) -> float | None:
+    """``value`` as a float when it is a real number (bool excluded), else None."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    return float(value)
+
+
+def _json_ready(rm: ResolvedMethod, value, what: str) -> None:
+    try:
+        to_jsonable(value)
+    except (TypeError, ValueError, RecursionError) as err:
+        raise MethodError(f"{rm.label}: {what} is not JSON-ready ({describe_error(err, 120)}); use numbers, strings, "
+                          "lists and dicts") from None
+
+
+def _checked_certificate(rm: ResolvedMethod, res: UnlearningResult, cfg: AuditConfig | None) -> None:
+    """A certified result's certificate: a dict whose epsilon and delta are the config's (the audit judges releases
+    at privacy.epsilon and privacy.delta), whose sigma is the result's, and whose sensitivity is finite and >= 0."""
+    cert = res.certificate if res.certificate is not None else {}
+    if not isinstance(cert, dict):
+        raise MethodError(f"{rm.label}: a certified result's certificate must be a dict, got {type(cert).__name__}")
+    values = {k: _real(cert.get(k)) for k in ("epsilon", "delta", "sigma", "sensitivity")}
+    missing = [k for k, v in values.items() if v is None or math.isnan(v)]
+    if missing:
+        raise MethodError(f"{rm.label}: a certified result's certificate needs the number(s) {', '.join(missing)}")
+    eps, delta, sigma, sens = (values[k] for k in ("epsilon", "delta", "sigma", "sensitivity"))
+    assert eps is not None and delta is not None and sigma is not None and sens is not None
+    if not (math.isfinite(eps) and eps > 0 and 0 < delta < 1 and math.isfinite(sens) and sens >= 0):
+        raise MethodError(f"{rm.label}: certificate epsilon = {eps!r}, delta = {delta!r}, sensitivity = {sens!r}: "
+                          "needs epsilon > 0, 0 < delta < 1 and a finite sensitivity >= 0")
+    if not (sigma == res.sigma or math.isclose(sigma, res.sigma, rel_tol=1e-6)):
+        raise MethodError(f"{rm.label}: the certificate's sigma ({sigma!r}) is not the release's sigma "
+                          f"({res.sigma!r})")
+    if cfg is not None:
+        pc = cfg.privacy
+        if not (math.isclose(eps, pc.epsilon, rel_tol=1e-9) and math.isclose(delta, pc.delta, rel_tol=1e-9)):
+            raise MethodError(f"{rm.label}: the certificate is for epsilon = {eps:g}, delta = {delta:g}, but the audit "
+                              f"judges releases at privacy.epsilon = {pc.epsilon:g}, privacy.delta = {pc.delta:g}")
+
+
+def checked_result(rm: ResolvedMethod, raw, d: int, dtype: torch.dtype, *, n_forget: int | None = None,
+                   cfg: AuditConfig | None = None) -> UnlearningResult:
     """What a method returned, checked: an UnlearningResult (or a bare weight vector) with finite weights of the
-    model's size, σ ≥ 0, and a certified method's release and certificate. MethodError naming it. A release may be
-    non-finite (σ = inf: a vacuous certificate, which the verdict fails as such)."""
+    model's size, σ ≥ 0, a certified method's release and certificate (:func:`_checked_certificate`, against
+    ``cfg`` when given), request timings that index the forget set (``n_forget`` records) with finite seconds,
+    numbers where numbers go, and JSON-ready certificate, extra and request details. MethodError naming it. A
+    release may be non-finite (σ = inf: a vacuous certificate, which the verdict fails as such)."""
     res = raw if isinstance(raw, UnlearningResult) else UnlearningResult(weights=raw)
     res.weights = _checked_weights(rm, res.weights, d, "the unlearned weights", dtype)
     if res.released is not None:
         res.released = _checked_weights(rm, res.released, d, "the released weights", dtype, finite=False)
-    if not (isinstance(res.sigma, (int, float)) and not np.isnan(res.sigma) and res.sigma >= 0):
+    sigma = _real(res.sigma)
+    if sigma is None or not sigma >= 0:
         raise MethodError(f"{rm.label}: sigma must be a number >= 0, got {res.sigma!r}")
+    res.sigma = sigma
+    if not isinstance(res.certified, (bool, np.bool_)):
+        raise MethodError(f"{rm.label}: certified must be True or False, got {res.certified!r}")
     if res.certified:
-        cert = res.certificate
         if res.released is None or res.sigma <= 0:
             raise MethodError(f"{rm.label}: a certified result needs released weights and sigma > 0")
-        missing = [k for k in ("epsilon", "delta", "sigma", "sensitivity")
-                   if not isinstance((cert or {}).get(k), (int, float))]
-        if missing:
-            raise MethodError(f"{rm.label}: a certified result's certificate needs the number(s) "
-                              f"{', '.join(missing)}")
-    for r in res.requests or []:
+        _checked_certificate(rm, res, cfg)
+    elif res.certificate is not None and not isinstance(res.certificate, dict):
+        raise MethodError(f"{rm.label}: certificate must be a dict or None, got {type(res.certificate).__name__}")
+    for what in ("precompute_seconds", "storage_bytes"):
+        v = _real(getattr(res, what))
+        if v is None or not (math.isfinite(v) and v >= 0):
+            raise MethodError(f"{rm.label}: {what} must be a finite number >= 0, got {getattr(res, what)!r}")
+    if res.description is not None and not isinstance(res.description, str):
+        raise MethodError(f"{rm.label}: description must be a string, got {type(res.description).__name__}")
+    if not isinstance(res.extra, dict):
+        raise MethodError(f"{rm.label}: extra must be a dict, got {type(res.extra).__name__}")
+    if res.requests is not None and not isinstance(res.requests, (list, tuple)):
+        raise MethodError(f"{rm.label}: requests must be a list of RequestTiming objects, got "
+                          f"{type(res.requests).__name__}")
+    for k, r in enumerate(res.requests or []):
         if not isinstance(r, RequestTiming):
             raise MethodError(f"{rm.label}: requests must be RequestTiming objects")
+        idx = np.asarray(r.indices)
+        if idx.ndim != 1 or (idx.size and idx.dtype.kind not in "iu") or (
+                n_forget is not None and idx.size and (idx.min() < 0 or idx.max() >= n_forget)):
+            raise MethodError(f"{rm.label}: request {k}: indices must be a 1-D integer array of positions in "
+                              f"task.forget_positions (0..{'k-1' if n_forget is None else n_forget - 1})")
+        secs = _real(r.seconds)
+        if secs is None or not (math.isfinite(secs) and secs >= 0):
+            raise MethodError(f"{rm.label}: request {k}: seconds must be a finite number >= 0, got {r.seconds!r}")
+        if not isinstance(r.details, dict):
+            raise MethodError(f"{rm.label}: request {k}: details must be a dict, got {type(r.details).__name__}")
+        _json_ready(rm, r.details, f"request {k}'s details")
+    _json_ready(rm, res.certificate, "its certificate")
+    _json_ready(rm, res.extra, "its extra")
     return res
+
+
+def _shared_state(task: UnlearningTask) -> tuple:
+    """What a method must leave as it found it, being the audit's own (shared with the other methods, not copied):
+    the version counters of the training tensors and of the model's parameters and buffers (any in-place change
+    bumps them), the model's shape, and the digests of the schedule and the record ids."""
+    m = task.model
+    return ((task.x._version, task.y._version),
+            tuple(t._version for t in (*m.module.parameters(), *m.module.buffers())),
+            (m.dim, m.n_classes, m.input_shape, tuple(m.names), tuple(m.shapes)),
+            task.schedule.content_digest(), array_sha256(np.asarray(task.record_ids)))
+
+
+def _call_user(rm: ResolvedMethod, what: str, fn, *args):
+    """``fn(*args)``: a plugin's failure (any exception, ``sys.exit()``) is a MethodError naming it; a built-in's is a
+    bug and propagates."""
+    try:
+        return fn(*args)
+    except (MethodError, PluginError):
+        raise
+    except BaseException as err:             # noqa: BLE001 - user code may raise anything
+        if not (rm.user_code and user_failure(err)):
+            raise
+        raise MethodError(f"{rm.label}: {what} raised {describe_error(err)}") from None
 
 
 def run_method(rm: ResolvedMethod, ctx: AuditContext, *, task: UnlearningTask | None = None) -> MethodOutcome:
     """THE dispatcher: run ``rm`` on the audit's run (or on ``task``: a paired model), check what it returned and
     record it (with the method's audit-only :meth:`~UnlearningMethod.diagnostics` on the audit's run). A plugin
-    that raises or returns something unusable is a MethodError naming it (exit 2); a built-in that raises is a bug
-    and propagates."""
+    that raises, calls ``sys.exit()``, returns something unusable or changes the audit's shared tensors or model in
+    place is a MethodError naming it (exit 2); a built-in that raises is a bug and propagates."""
     main = task is None
     task = task if task is not None else task_from_context(ctx)
+    before = _shared_state(task) if rm.user_code else None
     start = time.perf_counter()
-    try:
-        raw = rm.method.unlearn(task)
-    except (MethodError, PluginError):
-        raise
-    except Exception as err:                 # noqa: BLE001 - user code may raise anything
-        if not rm.user_code:
-            raise
-        raise MethodError(f"{rm.label}: unlearn() raised {_short(err)}") from None
+    raw = _call_user(rm, "unlearn()", rm.method.unlearn, task)
     seconds = time.perf_counter() - start
-    res = checked_result(rm, raw, task.model.dim, task.weights.dtype)
+    if before is not None and _shared_state(task) != before:
+        raise MethodError(f"{rm.label}: unlearn() changed the task's training records, model, schedule or record "
+                          "ids in place; they are the audit's own, shared with the other methods: copy before "
+                          "changing them")
+    res = checked_result(rm, raw, task.model.dim, task.weights.dtype, n_forget=len(task.forget_positions),
+                         cfg=ctx.cfg)
     timings = res.requests if res.requests is not None else [
         RequestTiming(np.arange(len(task.forget_positions)), seconds)]
     ids = task.forget_ids
@@ -530,7 +641,11 @@ def run_method(rm: ResolvedMethod, ctx: AuditContext, *, task: UnlearningTask | 
     if rm.plugin is not None:
         extra["plugin"] = rm.plugin.to_dict()
     if main:
-        extra.update(rm.method.diagnostics(res, task, ctx.w_retrain))
+        diagnostics = _call_user(rm, "diagnostics()", rm.method.diagnostics, res, task, ctx.w_retrain)
+        if not isinstance(diagnostics, dict):
+            raise MethodError(f"{rm.label}: diagnostics() returned {type(diagnostics).__name__}, expected a dict")
+        _json_ready(rm, diagnostics, "what diagnostics() returned")
+        extra.update(diagnostics)
     released = res.released if res.released is not None else res.weights.clone()
     return MethodOutcome(
         name=rm.name, description=res.description or rm.method.description or rm.name, weights=res.weights,
@@ -538,6 +653,32 @@ def run_method(rm: ResolvedMethod, ctx: AuditContext, *, task: UnlearningTask | 
         seconds_per_request=float(np.mean([r["seconds"] for r in requests])) if requests else 0.0,
         precompute_seconds=float(res.precompute_seconds), storage_bytes=int(res.storage_bytes),
         certificate=res.certificate, requests=requests, extra=extra)
+
+
+def paired_result(rm: ResolvedMethod, run: PairedRun, dtype: torch.dtype) -> torch.Tensor | None:
+    """The method's batched form over the N paired models (:meth:`UnlearningMethod.paired`), checked like
+    :func:`run_method`'s result: (N, d), finite, the paired models left as they were. None: it has none."""
+    pairs = run.pairs
+    shared = [t for t in (pairs.original, pairs.approximator, pairs.retrain) if t is not None]
+    before = [t._version for t in shared]
+    out = _call_user(rm, "paired()", rm.method.paired, run)
+    if out is None:
+        return None
+    if rm.user_code and [t._version for t in shared] != before:
+        raise MethodError(f"{rm.label}: paired() changed the paired models' weights in place; they are shared with "
+                          "the other methods: copy before changing them")
+    if isinstance(out, np.ndarray) and out.dtype.kind in "fiu":
+        out = torch.as_tensor(out)
+    n, d = pairs.n, pairs.retrain.shape[1]
+    if not isinstance(out, torch.Tensor) or out.dtype == torch.bool or out.is_complex() or tuple(out.shape) != (n, d):
+        what = (f"shape {tuple(out.shape)} {str(out.dtype).removeprefix('torch.')}"
+                if isinstance(out, (torch.Tensor, np.ndarray)) else type(out).__name__)
+        raise MethodError(f"{rm.label}: paired() returned {what}; expected a float tensor of shape ({n}, {d}) (one "
+                          "flat weight vector per paired model), or None")
+    out = out.detach().to("cpu", dtype)
+    if not bool(torch.isfinite(out).all()):
+        raise MethodError(f"{rm.label}: paired() returned weights that contain NaN or inf")
+    return out
 
 
 def outcome_summary(ctx: AuditContext, out: MethodOutcome) -> dict:

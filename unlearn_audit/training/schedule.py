@@ -61,6 +61,11 @@ class Schedule:
 
     @cached_property
     def _digest(self) -> str:
+        return self.content_digest()
+
+    def content_digest(self) -> str:
+        """The digest recomputed from the arrays as they are now (:meth:`digest` is computed once): shows whether
+        code that was handed the schedule changed it in place."""
         h = hashlib.sha256()
         h.update(np.int64(self.n_train).tobytes())
         for b in self.batches:
