@@ -53,6 +53,12 @@ def test_parquet_named_columns_and_derived_ids(tmp_path):
     (dict(id=["r1", "r2"], a=[1.0, 2.0], label=["x", None]), {}, "record 'r2' has an empty label"),
     (dict(id=["r1", None], a=[1.0, 2.0], label=[0, 1]), {}, "id column 'id' is empty at row 1"),
     (dict(label=[0, 1]), {}, "no feature columns"),
+    (dict(id=["r1", "r2"], a=[1.0, 2.0], label=[0.0, np.nan]), {}, r"record 'r2' has a missing label \(nan\)"),
+    (dict(id=["r1", "r2"], a=[1.0, 2.0], label=[0, 10**9]), {}, "makes 1000000001 classes"),      # was OOM
+    (dict(id=["r1", "r2"], a=[1.0, 2.0], label=[[0], [1]]), {}, "label column 'label' has type list"),
+    (dict(id=[1.0, np.nan], a=[1.0, 2.0], label=[0, 1]), {}, "id column 'id' is empty at row 1"),
+    (dict(id=[b"\xff", b"\xfe"], a=[1.0, 2.0], label=[0, 1]), {}, "the id at row 0 of column 'id' is not UTF-8"),
+    (dict(id=["r1", "r2"], a=[1.0, 2.0], label=[1, 1]), {}, r"every record has the same label \('1'\)"),
 ])
 def test_parquet_errors(tmp_path, columns, kwargs, match):
     p = _parquet(tmp_path / "bad.parquet", **columns)
@@ -66,6 +72,17 @@ def test_parquet_garbage_file(tmp_path):
     p.write_bytes(b"PAR1 this is not parquet")
     with pytest.raises(DataError, match="not a readable Parquet file"):
         load_dataset("parquet", path=str(p))
+
+
+def test_parquet_folder_and_duplicate_columns(tmp_path):
+    (tmp_path / "d.parquet").mkdir()              # pyarrow would read every file under it as one table
+    _parquet(tmp_path / "d.parquet" / "part-0.parquet", id=["r1", "r2"], a=[1.0, 2.0], label=[0, 1])
+    with pytest.raises(DataError, match="d.parquet: a folder, not a Parquet file"):
+        load_dataset("parquet", path=str(tmp_path / "d.parquet"))
+    pq.write_table(pa.Table.from_arrays([pa.array([1.0, 2.0]), pa.array([3.0, 4.0]), pa.array([0, 1])],
+                                        names=["a", "a", "label"]), tmp_path / "dup.parquet")
+    with pytest.raises(DataError, match="duplicate column name 'a'"):
+        load_dataset("parquet", path=str(tmp_path / "dup.parquet"))
 
 
 # ----------------------------------------------------------------------------- image folder
@@ -107,8 +124,64 @@ def test_image_folder_colour_is_three_channels(tmp_path):
     np.testing.assert_allclose(ds.x[1], px["b/000.png"].transpose(2, 0, 1) / 255.0, atol=1e-7)
 
 
+def test_image_folder_16_bit_gray_and_mixed_colour(tmp_path):
+    """16-bit grayscale is scaled by 65535 (it was clipped at 255 and read as 3 channels); with a colour image in
+    the folder every image is RGB, a grayscale one repeated on the three channels."""
+    rng = np.random.default_rng(3)
+    (tmp_path / "f" / "a").mkdir(parents=True)
+    (tmp_path / "f" / "b").mkdir()
+    g16 = rng.integers(0, 65536, size=(5, 6), dtype=np.uint16)
+    Image.fromarray(g16).save(tmp_path / "f" / "a" / "g16.png")
+    assert Image.open(tmp_path / "f" / "a" / "g16.png").mode == "I;16"
+    g8 = rng.integers(0, 256, size=(5, 6), dtype=np.uint8)
+    Image.fromarray(g8, "L").save(tmp_path / "f" / "b" / "g8.png")
+    ds = load_dataset("image_folder", data_dir=str(tmp_path / "f"), flatten=False)
+    assert ds.feature_shape == (1, 5, 6)
+    np.testing.assert_allclose(ds.x[ds.index_of(["a/g16.png"])[0], 0], g16 / 65535.0, atol=1e-7)
+    np.testing.assert_allclose(ds.x[ds.index_of(["b/g8.png"])[0], 0], g8 / 255.0, atol=1e-7)
+    rgba = rng.integers(0, 256, size=(5, 6, 4), dtype=np.uint8)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "f" / "b" / "rgba.png")
+    ds = load_dataset("image_folder", data_dir=str(tmp_path / "f"), flatten=False)
+    assert ds.feature_shape == (3, 5, 6)
+    for c in range(3):
+        np.testing.assert_allclose(ds.x[ds.index_of(["a/g16.png"])[0], c], g16 / 65535.0, atol=1e-7)
+    np.testing.assert_allclose(ds.x[ds.index_of(["b/rgba.png"])[0]], rgba[:, :, :3].transpose(2, 0, 1) / 255.0,
+                               atol=1e-7)
+
+
+def test_image_folder_pipe_is_refused_not_read(tmp_path):
+    """A named pipe called x.png blocked the read forever."""
+    import os
+    import threading
+
+    _images(tmp_path / "f", {"a": 1, "b": 1})
+    fifo = tmp_path / "f" / "b" / "x.png"
+    os.mkfifo(fifo)
+    box: list = []
+    t = threading.Thread(target=lambda: box.append(_error_of("image_folder", data_dir=str(tmp_path / "f"))),
+                         daemon=True)
+    t.start()
+    t.join(20)
+    if t.is_alive():                              # unblock the reader before failing
+        with open(fifo, "wb"):
+            pass
+        pytest.fail("reading the image folder blocked on a named pipe")
+    assert "x.png: not a regular file" in box[0]
+
+
+def _error_of(name: str, **kwargs) -> str:
+    try:
+        load_dataset(name, **kwargs)
+    except DataError as err:
+        return str(err)
+    return ""
+
+
 @pytest.mark.parametrize("setup,match", [
     (lambda r: (r / "a" / "notes.txt").write_text("x"), "notes.txt: not an image file"),
+    (lambda r: (r / "c").mkdir(), "class folder 'c' holds no images"),          # an empty class before
+    (lambda r: (r / "a" / "x.png").symlink_to(r / "nowhere.png"), "x.png: a broken link"),
+    (lambda r: Image.new("F", (6, 5)).save(r / "a" / "f.tif"), r"a 32-bit float image \(mode F\)"),
     (lambda r: (r / "a" / "broken.png").write_bytes(b"\x89PNG garbage"), "broken.png: not a readable image"),
     (lambda r: Image.fromarray(np.zeros((9, 9), np.uint8)).save(r / "a" / "big.png"), "big.png: image is 9x9"),
     (lambda r: (r / "README").write_text("x"), "outside the class sub-folders"),

@@ -246,12 +246,16 @@ def _parquet_bytes(**columns) -> bytes:
     return buf.getvalue()
 
 
-def _image_folder(root: Path, sizes: dict[str, tuple[int, int]]) -> None:
+def _image_folder(root: Path, sizes: dict[str, tuple[int, int]], mode: str = "L") -> None:
     from PIL import Image
 
     for rel, size in sizes.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        Image.new("L", size).save(root / rel)
+        Image.new(mode, size).save(root / rel)
+
+
+IMG_CFG = '[data]\ndataset = "image_folder"\ndata_dir = "imgs"\n'
+PQ_CFG = '[data]\ndataset = "parquet"\npath = "d.parquet"\n'
 
 
 SMALL = 'seed = 1\n[training]\nepochs = 2\n'
@@ -363,6 +367,30 @@ CASES = [
     Case("image-folder-not-an-image", audit(), "not a readable image",
          {**toml('[data]\ndataset = "image_folder"\ndata_dir = "imgs"\n'), "imgs/a/x.png": b"not a png",
           "imgs/b/y.png": b"nor this"}),
+    Case("image-folder-empty-class", audit(), "class folder 'c' holds no images", toml(IMG_CFG),
+         setup=lambda wd, ids: (_image_folder(wd / "imgs", {"a/1.png": (4, 4), "b/1.png": (4, 4)}),
+                                (wd / "imgs" / "c").mkdir())),
+    Case("image-folder-one-class", audit(), "every record has the same label ('a'); a classifier needs records of "
+         "at least 2 classes", toml(IMG_CFG),          # exit 2 only after training before, naming no dataset
+         setup=lambda wd, ids: _image_folder(wd / "imgs", {"a/1.png": (4, 4), "a/2.png": (4, 4)})),
+    Case("image-folder-32-bit-float", audit(), "a 32-bit float image (mode F), whose pixel range is unknown",
+         toml(IMG_CFG), setup=lambda wd, ids: _image_folder(wd / "imgs", {"a/1.tif": (4, 4), "b/1.tif": (4, 4)},
+                                                            mode="F")),     # read as 3 channels of 0 before
+    Case("image-folder-broken-link", audit(), "b/x.png: a broken link", toml(IMG_CFG),
+         setup=lambda wd, ids: (_image_folder(wd / "imgs", {"a/1.png": (4, 4), "b/1.png": (4, 4)}),
+                                (wd / "imgs" / "b" / "x.png").symlink_to(wd / "nowhere.png"))),
+    Case("csv-one-label", audit(), "every record has the same label ('x')",
+         {**toml(CSV_CFG), "d.csv": _csv(["1,2,x", "2,3,x"])}),
+    Case("parquet-label-nan", audit(), "record 'r2' has a missing label (nan)",   # was a class named 'nan'
+         {**toml(PQ_CFG), "d.parquet": _parquet_bytes(id=["r1", "r2"], a=[1.0, 2.0], label=[0.0, float("nan")])}),
+    Case("parquet-label-huge", audit(), "has label 1000000000: integer labels are class indices",   # was OOM-killed
+         {**toml(PQ_CFG), "d.parquet": _parquet_bytes(id=["r1", "r2"], a=[1.0, 2.0], label=[0, 10**9])}),
+    Case("parquet-label-list", audit(), "the label column 'label' has type list<element: int64>",
+         {**toml(PQ_CFG), "d.parquet": _parquet_bytes(id=["r1", "r2"], a=[1.0, 2.0], label=[[0], [1]])}),
+    Case("parquet-id-nan", audit(), "the id column 'id' is empty at row 1",       # was the record id 'nan'
+         {**toml(PQ_CFG), "d.parquet": _parquet_bytes(id=[1.0, float("nan")], a=[1.0, 2.0], label=[0, 1])}),
+    Case("parquet-id-not-utf8", audit(), "the id at row 0 of column 'id' is not UTF-8 text",
+         {**toml(PQ_CFG), "d.parquet": _parquet_bytes(id=[b"\xff", b"\xfe"], a=[1.0, 2.0], label=[0, 1])}),
     Case("plugin-module-missing", audit(), "unlearning method 'no_such_plugin_mod:M': cannot import module",
          plugin("other_mod_h18", "", method="M") | toml(
              'plugin_path = ["plug"]\n[unlearning]\nmethods = ["no_such_plugin_mod:M"]\n')),
@@ -386,7 +414,8 @@ CASES = [
     Case("plugin-method-sys-exit-0", audit(), "unlearning method 'plug_exit0:M': unlearn() raised SystemExit: 0",
          plugin("plug_exit0", _method("import sys; sys.exit(0)"), method="M")),     # exited 0 ("pass") before
     Case("plugin-method-changes-x", audit(), "unlearn() changed the task's training records, model, schedule or "
-         "record ids in place", plugin("plug_x_inplace", _method("task.x.mul_(0.0); return task.weights.clone()"), method="M")),
+         "record ids in place",
+         plugin("plug_x_inplace", _method("task.x.mul_(0.0); return task.weights.clone()"), method="M")),
     Case("plugin-method-writes-schedule", audit(), "unlearn() changed the task's training records, model, schedule",
          plugin("plug_sched", _method("task.schedule.batches[0][:] = 0; return task.weights.clone()"), method="M")),
     Case("plugin-method-torch-bool", audit(), "the unlearned weights have dtype bool, expected a float vector",

@@ -20,9 +20,20 @@ import numpy as np
 
 from .dataset import DataError, Dataset, _one_line
 
+MAX_CLASSES = 10_000
+"""Integer labels are class indices: a label of 10**9 would make a billion classes (and their names) in memory."""
+
+
+def _rid(ids: list[str] | None, name: str, i: int) -> str:
+    return _one_line(ids[i] if ids is not None else f"{name}:{i}")
+
 
 def _encode_labels(values: list, name: str, ids: list[str] | None) -> tuple[np.ndarray, list[str]]:
-    """Integers >= 0 kept, else mapped to sorted class names."""
+    """Integers >= 0 kept, else mapped to sorted class names. A NaN or inf label is a missing one (pandas writes a
+    missing label of a numeric column as NaN), never a class; at most :data:`MAX_CLASSES` classes."""
+    for i, v in enumerate(values):
+        if isinstance(v, (float, np.floating)) and not math.isfinite(v):
+            raise DataError(f"dataset '{name}': record '{_rid(ids, name, i)}' has a missing label ({v})")
     ints: list[int] = []
     for v in values:
         if isinstance(v, (bool, np.bool_)):
@@ -40,13 +51,20 @@ def _encode_labels(values: list, name: str, ids: list[str] | None) -> tuple[np.n
     else:
         y = np.asarray(ints, dtype=np.int64)
         k = int(y.max()) + 1 if y.size else 1
+        if k > MAX_CLASSES:
+            i = int(np.argmax(y))
+            raise DataError(f"dataset '{name}': record '{_rid(ids, name, i)}' has label {ints[i]}: integer labels are "
+                            f"class indices 0..k-1, so this makes {k} classes (at most {MAX_CLASSES}); renumber the "
+                            "classes 0..k-1, or use labels that are not numbers")
         return y, [str(i) for i in range(max(k, 1))]
     texts = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
     for i, t in enumerate(texts):
         if t.strip() == "":
-            rid = ids[i] if ids is not None else f"{name}:{i}"
-            raise DataError(f"dataset '{name}': record '{_one_line(rid)}' has an empty label")
+            raise DataError(f"dataset '{name}': record '{_rid(ids, name, i)}' has an empty label")
     classes = sorted(set(texts))
+    if len(classes) > MAX_CLASSES:
+        raise DataError(f"dataset '{name}': {len(classes)} different labels (at most {MAX_CLASSES} classes); is the "
+                        "label column right?")
     lookup = {c: j for j, c in enumerate(classes)}
     return np.asarray([lookup[t] for t in texts], dtype=np.int64), classes
 
@@ -211,15 +229,18 @@ def load_parquet(path, *, label_column: str | None = None, id_column: str | None
     path = Path(path)
     name = name or path.stem
     label_column = label_column or "label"
+    if path.is_dir():                        # pyarrow would read every file under it as one dataset
+        raise DataError(f"{path}: a folder, not a Parquet file")
     try:
+        header = [str(c) for c in pq.read_schema(path).names]
+        if len(set(header)) != len(header):
+            dup = next(c for c in header if header.count(c) > 1)
+            raise DataError(f"{path}: duplicate column name '{_one_line(dup)}'")
         table = pq.read_table(path)
     except FileNotFoundError:
         raise DataError(f"Parquet file {path} does not exist") from None
     except (pa.ArrowException, OSError) as exc:
         raise DataError(f"{path}: not a readable Parquet file ({_one_line(exc, 200)})") from None
-    header = [str(c) for c in table.column_names]
-    if len(set(header)) != len(header):
-        raise DataError(f"{path}: duplicate column names")
     if label_column not in header:
         raise DataError(f"{path}: no label column '{_one_line(label_column)}' (columns: "
                         f"{_one_line(', '.join(header), 200)})")
@@ -230,13 +251,22 @@ def load_parquet(path, *, label_column: str | None = None, id_column: str | None
         raise DataError(f"{path}: no feature columns besides '{label_column}'")
     if table.num_rows == 0:
         raise DataError(f"{path}: no data rows")
+    for j, what in ((li, "label"), (ii, "id")):
+        kind = table.schema.field(j).type if j is not None else None
+        if kind is not None and pa.types.is_nested(kind):
+            raise DataError(f"{path}: the {what} column '{_one_line(header[j])}' has type {kind}; {what}s must be "
+                            "numbers or text, one per record")
     ids = None
     if ii is not None:
-        id_col = table.column(ii)
-        if id_col.null_count:
-            row = id_col.to_pylist().index(None)
-            raise DataError(f"{path}: the id column '{header[ii]}' is empty at row {row}")
-        ids = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in id_col.to_pylist()]
+        values = table.column(ii).to_pylist()
+        for row, v in enumerate(values):
+            if v is None or (isinstance(v, float) and math.isnan(v)):
+                raise DataError(f"{path}: the id column '{header[ii]}' is empty at row {row}")
+        try:
+            ids = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
+        except UnicodeDecodeError:
+            row = next(r for r, v in enumerate(values) if isinstance(v, bytes) and not _is_utf8(v))
+            raise DataError(f"{path}: the id at row {row} of column '{header[ii]}' is not UTF-8 text") from None
     columns = []
     for j in fcols:
         col, kind = table.column(j), table.schema.field(j).type
@@ -263,22 +293,56 @@ def load_parquet(path, *, label_column: str | None = None, id_column: str | None
                    class_names=class_names, feature_names=[header[j] for j in fcols], source=str(path))
 
 
+def _is_utf8(b: bytes) -> bool:
+    try:
+        b.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 # ----------------------------------------------------------------------------- image folder
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm",
                             ".pbm"})
-_GRAY_MODES = frozenset({"1", "L", "LA"})
+_GRAY_MODES = frozenset({"1", "L", "LA", "La"})
+_GRAY16_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 MAX_IMAGE_PIXELS = 4096 * 4096                  # per image; a larger one is refused (decompression bombs)
+
+
+def _image_array(img, f: Path) -> np.ndarray:
+    """Pixels scaled to [0, 1], float32: (H, W) for a grayscale image (8-bit divided by 255, 16-bit by 65535),
+    (H, W, 3) for any other (converted to RGB; alpha dropped). 32-bit integer or float images (modes I, F) have no
+    known range: DataError."""
+    if img.mode in _GRAY_MODES:
+        return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+    if img.mode in _GRAY16_MODES:
+        return np.asarray(img, dtype=np.float32) / 65535.0
+    if img.mode in ("I", "F"):
+        raise DataError(f"{f}: a 32-bit {'integer' if img.mode == 'I' else 'float'} image (mode {img.mode}), whose "
+                        "pixel range is unknown; save it as an 8- or 16-bit image")
+    return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def _listing(folder: Path) -> list[Path]:
+    try:
+        return sorted(folder.iterdir())
+    except OSError as exc:
+        raise DataError(f"{folder}: cannot list the folder ({exc.strerror or exc})") from None
 
 
 def load_image_folder(data_dir, *, flatten: bool | None = None, name: str | None = None) -> Dataset:
     """A folder with one sub-folder per class, each holding image files (read with Pillow).
 
     Class names are the sub-folder names in sorted order (labels 0..k-1); a record's id is its path inside the
-    folder (``"cat/0001.png"``). Every image must have the same width and height. Grayscale images (modes 1, L,
-    LA) give one channel; if any image has colour, all are read as RGB (three channels). Pixels are scaled to
-    [0, 1]. Shape (n, C, H, W), or flattened (n, C·H·W) (the default, as for the other image sets). Hidden files
-    (names starting with ".") are skipped; any other file that is not an image of a known suffix, a file outside a
-    class sub-folder, a nested folder, or an image Pillow cannot read is a DataError naming the file."""
+    folder (``"cat/0001.png"``). Every image must have the same width and height (no resizing). Grayscale images
+    (modes 1, L, LA: 8-bit; I;16: 16-bit) give one channel; if any image has colour (RGB, RGBA, palette, CMYK, ...),
+    all are read as RGB (three channels; a grayscale image repeated; alpha dropped). Pixels are scaled to [0, 1]
+    (8-bit values divided by 255, 16-bit by 65535); 32-bit integer or float images are refused. An animated image
+    gives its first frame. Shape (n, C, H, W), or flattened (n, C·H·W) (the default, as for the other image sets).
+    Hidden files and folders (names starting with ".") are skipped; links are followed. Any other file that is not
+    an image of a known suffix, a file outside a class sub-folder, a nested folder, a class folder without images,
+    something that is not a regular file (a pipe, a device, a broken link) or an image Pillow cannot read is a
+    DataError naming it."""
     from PIL import Image, UnidentifiedImageError
 
     if data_dir is None:
@@ -288,25 +352,29 @@ def load_image_folder(data_dir, *, flatten: bool | None = None, name: str | None
         raise DataError(f"image folder {root} does not exist or is not a folder")
     name = name or root.name or "images"
     classes, files = [], []
-    for entry in sorted(root.iterdir()):
+    for entry in _listing(root):
         if entry.name.startswith("."):
             continue
         if not entry.is_dir():
             raise DataError(f"{entry}: a file outside the class sub-folders (each class is a sub-folder)")
         classes.append(entry.name)
-        for f in sorted(entry.iterdir()):
+        before = len(files)
+        for f in _listing(entry):
             if f.name.startswith("."):
                 continue
             if f.is_dir():
                 raise DataError(f"{f}: a folder inside class folder '{_one_line(entry.name)}' (images only)")
             if f.suffix.lower() not in IMAGE_SUFFIXES:
                 raise DataError(f"{f}: not an image file (known suffixes: {', '.join(sorted(IMAGE_SUFFIXES))})")
+            if not f.is_file():                 # a pipe would block the read forever; a device never ends
+                raise DataError(f"{f}: " + ("not a regular file" if f.exists() else "a broken link"))
             files.append((len(classes) - 1, f))
+        if len(files) == before:
+            raise DataError(f"{entry}: class folder '{_one_line(entry.name)}' holds no images (every class needs "
+                            "some; remove the folder or add its images)")
     if not classes:
         raise DataError(f"{root}: no class sub-folders")
-    if not files:
-        raise DataError(f"{root}: no images in the class sub-folders")
-    images, modes = [], set()
+    arrays = []
     size: tuple[int, int] | None = None
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -317,21 +385,20 @@ def load_image_folder(data_dir, *, flatten: bool | None = None, name: str | None
                         raise DataError(f"{f}: image of {im.width}x{im.height} pixels exceeds the limit of "
                                         f"{MAX_IMAGE_PIXELS} pixels")
                     im.load()
-                    img = im.copy()
+                    if size is None:
+                        size = im.size
+                    elif im.size != size:
+                        raise DataError(f"{f}: image is {im.size[0]}x{im.size[1]}, the first image is "
+                                        f"{size[0]}x{size[1]} (all images must have the same size)")
+                    arrays.append(_image_array(im, f))
             except DataError:
                 raise
             except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombWarning,
                     Image.DecompressionBombError) as exc:
                 raise DataError(f"{f}: not a readable image ({_one_line(exc, 120)})") from None
-            if size is None:
-                size = img.size
-            elif img.size != size:
-                raise DataError(f"{f}: image is {img.size[0]}x{img.size[1]}, the first image is {size[0]}x{size[1]} "
-                                "(all images must have the same size)")
-            modes.add(img.mode)
-            images.append(img)
-    gray = modes <= _GRAY_MODES
-    arrays = [np.asarray(img.convert("L" if gray else "RGB"), dtype=np.float32) / 255.0 for img in images]
+    gray = all(a.ndim == 2 for a in arrays)
+    if not gray:
+        arrays = [np.repeat(a[:, :, None], 3, axis=2) if a.ndim == 2 else a for a in arrays]
     x = np.stack(arrays)                                      # (n, H, W) or (n, H, W, 3)
     x = x[:, None] if gray else x.transpose(0, 3, 1, 2)      # (n, C, H, W)
     if flatten is None or flatten:

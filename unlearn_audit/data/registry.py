@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from .cifar import load_cifar10_local
-from .dataset import DataError, Dataset
+from .dataset import DataError, Dataset, _one_line
 from .files import load_csv, load_image_folder, load_npz, load_parquet
 from .sources import load_breast_cancer, load_digits, load_fashion_mnist, load_idx_folder, load_mnist5000, load_wine
 
@@ -92,4 +94,10 @@ def load_dataset(name: str, *, data_dir: str | None = None, path: str | None = N
     extra = [k for k, v in given.items() if v is not None and k != "flatten" and k not in entry.takes]
     if extra:
         raise DataError(f"dataset '{key}' does not take {', '.join(extra)}")
-    return entry.loader(**{k: v for k, v in given.items() if v is not None and k in entry.takes})
+    ds = entry.loader(**{k: v for k, v in given.items() if v is not None and k in entry.takes})
+    present = np.flatnonzero(ds.class_counts())
+    if ds.n and len(present) < 2:
+        only = _one_line(ds.class_names[present[0]])
+        raise DataError(f"dataset '{ds.name}': every record has the same label ('{only}'); a classifier needs "
+                        "records of at least 2 classes")
+    return ds
