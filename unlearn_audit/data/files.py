@@ -252,8 +252,10 @@ def load_parquet(path, *, label_column: str | None = None, id_column: str | None
     if table.num_rows == 0:
         raise DataError(f"{path}: no data rows")
     for j, what in ((li, "label"), (ii, "id")):
-        kind = table.schema.field(j).type if j is not None else None
-        if kind is not None and pa.types.is_nested(kind):
+        if j is None:
+            continue
+        kind = table.schema.field(j).type
+        if pa.types.is_nested(kind):
             raise DataError(f"{path}: the {what} column '{_one_line(header[j])}' has type {kind}; {what}s must be "
                             "numbers or text, one per record")
     ids = None
@@ -351,7 +353,8 @@ def load_image_folder(data_dir, *, flatten: bool | None = None, name: str | None
     if not root.is_dir():
         raise DataError(f"image folder {root} does not exist or is not a folder")
     name = name or root.name or "images"
-    classes, files = [], []
+    classes: list[str] = []
+    files: list[tuple[int, Path]] = []
     for entry in _listing(root):
         if entry.name.startswith("."):
             continue
