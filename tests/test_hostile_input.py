@@ -469,6 +469,11 @@ CASES = [
     Case("factory-frozen-parameter", audit(), "parameter '0.weight' is frozen (requires_grad = False)",
          plugin("plug_frozen", "def net(shape, k):\n    m = nn.Sequential(nn.Linear(shape[0], 8), nn.Tanh(), "
                 "nn.Linear(8, k))\n    m[0].weight.requires_grad_(False)\n    return m\n", factory="net")),
+    Case("factory-huge-init-diverges", audit(), "training diverged: the weights of custom model became NaN or inf",
+         plugin("plug_huge", "def net(shape, k):\n    m = nn.Linear(shape[0], k)\n    nn.init.constant_(m.weight, "
+                "1e30)\n    return m\n", factory="net")),     # was 'G must be finite and >= 0 at every step'
+    Case("lr-1000-diverges", audit(), "training diverged: the weights of softmax model became NaN or inf (lr 1000)",
+         toml("[training]\nepochs = 2\nlr = 1000.0\n")),   # was 'measured_max_weight_norm must be a finite number'
     Case("factory-not-a-module", audit(), "returned a int, not a torch.nn.Module",
          plugin("plug_factory_int", "def net(shape, k):\n    return 3\n", factory="net")),
     Case("factory-bad-spec", audit(), "model.factory: expected 'package.module:function'",

@@ -10,6 +10,7 @@ which draws fresh Gaussian noise calibrated to the sensitivity of ALL deletions 
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Literal
@@ -150,6 +151,9 @@ class HFOCUUnlearner:
             hooks.append(self.weight_trajectory_)
         start = time.perf_counter()
         result: TrainResult = train_sgd(self.model, x, y, self.sgd, hooks=hooks, dtype=self.dtype, progress=progress)
+        if not (math.isfinite(result.max_weight_norm) and bool(torch.isfinite(result.weights).all())):
+            raise UnlearningError(f"training diverged: the weights of {self.model.kind} model became NaN or inf "
+                                  f"(lr {self.sgd.lr:g}); lower training.lr, or check the model's initialisation")
         self.approximators_ = None
         if self.store_path and layout.keeps_approximators:
             writer = self._store_writer(result)
