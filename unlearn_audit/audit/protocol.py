@@ -82,8 +82,10 @@ class UnlearningTask(ForgetSplit):
     (k,) int64 and ``forget_ids``: the forget set U; ``seed``: the training seed of this run (each paired model has
     its own); ``requests``: how many deletion requests U is sent as (:meth:`request_chunks`); ``config``: the whole
     audit config (read-only); ``hfocu``: the HF-OCU unlearner fitted with this run (its approximators), when the
-    audit has one (the built-in ``hfocu`` method uses it; None for the paired models). ``x`` and ``y`` are the
-    audit's own tensors (not copied, to keep memory flat over the N pairs): never modify them in place.
+    audit has one (the built-in ``hfocu`` method uses it; None for the paired models). ``x``, ``y``, ``model``,
+    ``record_ids`` and ``schedule`` are the audit's own (not copied, to keep memory flat over the N pairs): never
+    modify them in place (the audit refuses a plugin that does); ``weights``, ``forget_positions`` and ``config`` are
+    the method's own copies.
     """
 
     model: FunctionalModel
