@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ALLOWED: dict[str, set[str]] = {
     "common": set(),
     "outputs": set(),                                     # output folders written all at once (audit, precompute)
+    "interrupts": set(),                                  # SIGINT/SIGTERM as one orderly stop (exit 130/143)
     "pseudonyms": set(),                                  # keyed record-id hashes; the key stays in the run folder
     "schema": set(),                                      # results.json's pydantic models: audit writes, report reads
     "plugins": {"common"},                                # user code named by the config: imported, hashed, recorded
@@ -34,7 +35,7 @@ ALLOWED: dict[str, set[str]] = {
     "report": {"stats", "config", "common", "schema"},
     "audit": {"deletion", "hfocu", "certify", "baselines", "stats", "report", "inputs", "config", "data", "models",
               "training", "common", "outputs", "pseudonyms", "schema", "plugins", "__init__"},
-    "cli": {"audit", "deletion", "hfocu", "certify", "report", "config", "data", "models", "plugins"},
+    "cli": {"audit", "deletion", "hfocu", "certify", "report", "config", "data", "models", "plugins", "interrupts"},
     "__init__": set(),
 }
 

@@ -193,9 +193,9 @@ def test_mia_u_do_nothing_vs_exact_retraining_on_an_overfit_mlp(cache_dir, capsy
     c_nothing = concat.run(po, po.copy(), labels, ids=q)
     c_retrain = concat.run(po, sh.posteriors(ctx, ctx.w_retrain, q), labels, ids=q)
     with capsys.disabled():
-        print(f"\n[overfit MLP: train acc {train_acc:.3f}, test acc {test_acc:.3f}; {retrain['n_members']} deleted "
-              f"vs {retrain['n_nonmembers']} never seen]")
-        for label, row in (("do-nothing", nothing), ("exact retrain", retrain)):
+        print(f"\n[overfit MLP: train acc {train_acc:.3f}, test acc {test_acc:.3f}; {retrain.row['n_members']} "
+              f"deleted vs {retrain.row['n_nonmembers']} never seen]")
+        for label, row in (("do-nothing", nothing.row), ("exact retrain", retrain.row)):
             a = row["auc"]
             print(f"  MIA-U direct_diff/random_forest vs {label:13s}: AUC {a['auc']:.3f} "
                   f"[{a['ci_low']:.3f}, {a['ci_high']:.3f}]  original-only AUC "
@@ -204,9 +204,9 @@ def test_mia_u_do_nothing_vs_exact_retraining_on_an_overfit_mlp(cache_dir, capsy
             print(f"  MIA-U sorted_concat/logistic  vs {label:13s}: AUC {res.auc:.3f}  original-only AUC "
                   f"{res.extra['original_only_auc']:.3f}")
 
-    assert nothing["auc"]["auc"] == 0.5
-    assert np.ptp(np.concatenate(nothing["_scores"])) == 0.0
-    assert retrain["auc"]["ci_low"] > 0.5
+    assert nothing.row["auc"]["auc"] == 0.5
+    assert np.ptp(np.concatenate(nothing.scores())) == 0.0
+    assert retrain.row["auc"]["ci_low"] > 0.5
     test = measure.equivalence_row(nothing, retrain, margin=0.015, alpha=0.05, label="do-nothing vs retrain")
     assert test["decision"] == "different" and test["direction"] == "below"
     assert c_retrain.auc > c_nothing.auc + 0.1
@@ -277,12 +277,12 @@ def test_lira_shadows_use_the_targets_own_architecture(kind, data, cache_dir):
     res = attack_suite.ATTACKS["lira"](ctx, Target("original", "noiseless", ctx.w_original))
     summary = ctx.extra["lira_shadows"].summary
     assert "train_functional_ensemble" in summary["trainer"] and not summary["from_cache"]
-    assert not res.get("refused"), res.get("refused")
-    members, nonmembers = res["_scores"]
+    assert not res.refused, res.refused
+    members, nonmembers = res.scores()
     auc = roc_auc_score(np.r_[np.ones(len(members)), np.zeros(len(nonmembers))], np.r_[members, nonmembers])
-    assert res["auc"]["auc"] == pytest.approx(auc, abs=1e-12) and len(members) == len(ctx.forget_positions)
+    assert res.row["auc"]["auc"] == pytest.approx(auc, abs=1e-12) and len(members) == len(ctx.forget_positions)
     print(kind, "shadow train acc", round(summary["shadow_train_acc_mean"], 3), "target",
-          round(summary["target_train_acc"], 3), "LiRA AUC", round(res["auc"]["auc"], 3))
+          round(summary["target_train_acc"], 3), "LiRA AUC", round(res.row["auc"]["auc"], 3))
     again = prepare_context(cfg, lambda *_: None)
     attack_suite.ATTACKS["lira"](again, Target("original", "noiseless", again.w_original))
     assert again.extra["lira_shadows"].summary["from_cache"]

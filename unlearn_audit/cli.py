@@ -75,35 +75,7 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-class _Stopped(SystemExit):
-    """SIGINT or SIGTERM, raised where the process is: it unwinds like any failure (partial outputs are removed, a
-    pending deletion is rolled back), then exits 128 + the signal's number. A SystemExit, not a KeyboardInterrupt:
-    CPython turns a KeyboardInterrupt that reaches the top (or that some library re-raises after we handled it) into
-    a death by SIGINT (returncode -2 instead of 130), which callers cannot tell from a hard kill."""
-
-    def __init__(self, signum: int):
-        import signal
-
-        self.signame = signal.Signals(signum).name
-        super().__init__(128 + signum)
-
-
-def _on_stop_signal(signum, frame):
-    import signal
-
-    # the first signal unwinds; any later one is ignored so that the clean-up it started runs to its end and the
-    # exit code stays 128 + the first signal (SIGKILL still stops everything; the next start removes what is left)
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)
-    raise _Stopped(signum)
-
-
-def _stopped_message(signame: str) -> str:
-    verb = "terminated" if signame == "SIGTERM" else "interrupted"
-    return f"error: {verb} ({signame}); nothing of the interrupted step was kept"
-
-
-_INTERRUPTED = _stopped_message("SIGINT")
+_INTERRUPTED = "error: interrupted (SIGINT); nothing of the interrupted step was kept"
 
 
 class _Commands(click.Group):
@@ -114,36 +86,24 @@ class _Commands(click.Group):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        import signal
+        from unlearn_audit.interrupts import Stopped, StopSignals
 
-        stop_signals = (signal.SIGINT, signal.SIGTERM)
-        try:
-            previous = {sig: signal.signal(sig, _on_stop_signal) for sig in stop_signals}
-        except ValueError:                                  # not the main thread: leave signals alone
-            previous = {}
-        signalled = False
-        try:
-            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except _Stopped as stop:
-            signalled = True
-            click.echo(_stopped_message(stop.signame), err=True)
-            sys.exit(stop.code)
-        except (click.exceptions.Abort, KeyboardInterrupt):   # a KeyboardInterrupt raised by other means than SIGINT
-            click.echo(_INTERRUPTED, err=True)
-            sys.exit(INTERRUPTED)
-        except click.ClickException as err:
-            where = ""
-            ctx = getattr(err, "ctx", None)
-            if ctx is not None:
-                where = f" (see '{ctx.command_path} --help')"
-            click.echo(f"error: {_one_line(err.format_message())}{where}", err=True)
-            sys.exit(err.exit_code)
-        finally:
-            # handlers go back as they were for an in-process caller (tests, a notebook); after a signal they stay
-            # ignored: the process is leaving, and a second signal must not turn exit 130/143 into a death by signal
-            if not signalled:
-                for sig, handler in previous.items():
-                    signal.signal(sig, handler)
+        with StopSignals():
+            try:
+                rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            except Stopped as stop:
+                click.echo(f"error: {stop.message}", err=True)
+                sys.exit(stop.code)
+            except (click.exceptions.Abort, KeyboardInterrupt):   # a KeyboardInterrupt not raised by SIGINT
+                click.echo(_INTERRUPTED, err=True)
+                sys.exit(INTERRUPTED)
+            except click.ClickException as err:
+                where = ""
+                ctx = getattr(err, "ctx", None)
+                if ctx is not None:
+                    where = f" (see '{ctx.command_path} --help')"
+                click.echo(f"error: {_one_line(err.format_message())}{where}", err=True)
+                sys.exit(err.exit_code)
         sys.exit(rv if isinstance(rv, int) else 0)
 
     def invoke(self, ctx: click.Context):
@@ -152,7 +112,7 @@ class _Commands(click.Group):
         except KeyboardInterrupt:
             click.echo(_INTERRUPTED, err=True)
             sys.exit(INTERRUPTED)
-        except (_Stopped, click.exceptions.Exit, click.ClickException, click.exceptions.Abort, SystemExit):
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, SystemExit):
             raise
         except Exception as err:                                  # noqa: BLE001 - the last resort, by design
             import tempfile

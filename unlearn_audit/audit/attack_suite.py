@@ -1,12 +1,12 @@
 """The attacks the audit runs against every target model. Each entry maps an attack name (config
-``audit.attacks``) to ``fn(ctx, target: Target) -> dict`` returning a JSON-ready result with the raw
-per-record scores under ``_scores = (member_scores, nonmember_scores)`` (label 1 = forget-set record, 0 = never
-trained on), always on the same records in the same order, so that paired tests across models are valid.
+``audit.attacks``) to ``fn(ctx, target: Target) -> AttackRun``: the JSON-ready row and the raw per-record scores
+(label 1 = forget-set record, 0 = never trained on), always on the same records in the same order, so that paired
+tests across models are valid.
 
 Attacks that need shadow models build them once per run and keep them in ``ctx.extra``
 (:mod:`unlearn_audit.audit.shadow_models`). When the shadows fail their fit check the attack *refuses*: its rows
-carry ``refused: "refused: <why>"`` and no scores, the audit goes on, and the verdict lists the refusal instead of
-counting the attack.
+carry ``refused: "refused: <why>"`` and the run has no scores, the audit goes on, and the verdict lists the refusal
+instead of counting the attack.
 
 Every row: ``auc`` (DeLong), ``tpr_at_fpr`` (thresholds fixed on calibration non-members = the test split, disjoint
 from the evaluation non-members = the population split), ``n_members``/``n_nonmembers``/``n_calibration``; shadow
@@ -15,7 +15,7 @@ attacks add ``shadows`` (their train/test accuracy next to the target's, their n
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -23,7 +23,7 @@ import torch
 from unlearn_audit import stats
 from unlearn_audit.audit import measure, shadow_models
 from unlearn_audit.audit.context import AuditContext
-from unlearn_audit.audit.targets import Target
+from unlearn_audit.audit.targets import AttackRun, Target
 
 ATTACK_NAMES = {"loss": "loss (MIA-L)", "lira": "LiRA (online)", "mia_u": "MIA-U"}
 
@@ -43,7 +43,7 @@ def _not_attackable(ctx: AuditContext, w: torch.Tensor) -> str | None:
     return None
 
 
-def run_loss_attack(ctx: AuditContext, t: Target) -> dict:
+def run_loss_attack(ctx: AuditContext, t: Target) -> AttackRun:
     """MIA-L: members = forget set, non-members = population, calibration non-members = test split."""
     w, target, state = t.weights, t.method, t.key[1]
     why = _not_attackable(ctx, w)
@@ -53,22 +53,11 @@ def run_loss_attack(ctx: AuditContext, t: Target) -> dict:
                                target=target, state=state, alpha=ctx.cfg.audit.alpha)
 
 
-def _row(attack: str, target: str, state: str, members: np.ndarray, nonmembers: np.ndarray,
-         calibration: np.ndarray, alpha: float, **extra) -> dict:
-    """A scored attack row in the same shape as :func:`measure.loss_attack`'s."""
-    auc = stats.auc_delong(members, nonmembers, alpha=alpha)
-    tprs = stats.tpr_at_fpr(members, nonmembers, calibration, fpr_targets=measure.TPR_FPRS, alpha=alpha)
-    return {"attack": attack, "target": target, "state": state, "refused": None, "auc": auc.to_dict(),
-            "tpr_at_fpr": [t.to_dict() for t in tprs], "n_members": int(members.size),
-            "n_nonmembers": int(nonmembers.size), "n_calibration": int(calibration.size), **extra,
-            "_scores": (np.asarray(members, np.float64), np.asarray(nonmembers, np.float64))}
+def _refused_row(attack: str, target: str, state: str, why: str, **extra) -> AttackRun:
+    return AttackRun({"attack": attack, "target": target, "state": state, "refused": f"refused: {why}", **extra})
 
 
-def _refused_row(attack: str, target: str, state: str, why: str, **extra) -> dict:
-    return {"attack": attack, "target": target, "state": state, "refused": f"refused: {why}", **extra}
-
-
-def run_lira(ctx: AuditContext, t: Target) -> dict:
+def run_lira(ctx: AuditContext, t: Target) -> AttackRun:
     """Online LiRA (Carlini et al.): members = forget set, non-members = population, calibration = test split.
 
     The shadows (trained once per run) saw each of these records in exactly half of the models; the target's
@@ -83,14 +72,15 @@ def run_lira(ctx: AuditContext, t: Target) -> dict:
     if why:
         return _refused_row(name, target, state, why, shadows=sh.summary)
     members, nonmembers, calibration, info = shadow_models.lira_scores(ctx, sh, w)
-    return _row(name, target, state, members, nonmembers, calibration, ctx.cfg.audit.alpha, shadows=sh.summary,
-                lira={"variant": "online", "fixed_variance": info["fixed_variance"],
+    return measure.attack_run(name, target, state, members, nonmembers, calibration, ctx.cfg.audit.alpha,
+                              shadows=sh.summary,
+                              lira={"variant": "online", "fixed_variance": info["fixed_variance"],
                       "mean_in_per_record": info["mean_in_per_record"],
                       "mean_out_per_record": info["mean_out_per_record"],
                       "fallback_in": info["fallback_in"], "fallback_out": info["fallback_out"]})
 
 
-def run_mia_u(ctx: AuditContext, t: Target) -> dict:
+def run_mia_u(ctx: AuditContext, t: Target) -> AttackRun:
     """MIA-U (Chen et al.) on the pair (original model, target model): members = forget set (deleted), non-members
     = population; the attack was fitted on shadow pairs unlearned with the target's unlearner (released with the
     target's σ when the target is a noisy release) and never scores those shadow records.
@@ -125,7 +115,7 @@ def run_mia_u(ctx: AuditContext, t: Target) -> dict:
                         "is 0.5 by construction; MIA-U measures what unlearning changed, not membership"
                         if a.mia_u_feature.endswith("diff") or a.mia_u_feature == "l2" else
                         "the attack sees only the original model's posteriors"))
-    return _row(name, target, state, res.member_scores, res.nonmember_scores, calibration, a.alpha,
+    return measure.attack_run(name, target, state, res.member_scores, res.nonmember_scores, calibration, a.alpha,
                 shadows={**sh.summary, "shadow_noise_sigma": sigma, "n_shadow_pairs": attack.n_shadow_pairs_,
                          "n_train_rows": attack.n_train_},
                 mia_u={"feature": a.mia_u_feature, "classifier": a.mia_u_classifier,
@@ -136,21 +126,16 @@ def run_mia_u(ctx: AuditContext, t: Target) -> dict:
                        "notes": notes})
 
 
-ATTACKS: dict[str, Callable[[AuditContext, Target], dict]] = {
+ATTACKS: dict[str, Callable[[AuditContext, Target], AttackRun]] = {
     "loss": run_loss_attack, "lira": run_lira, "mia_u": run_mia_u}
 
 
-def scored(row: dict) -> bool:
-    """Whether an attack row carries scores (False for a refused attack)."""
-    return "_scores" in row
-
-
-def list_refusals(verdict: dict, runs: dict) -> dict:
+def list_refusals(verdict: dict, runs: Iterable[AttackRun]) -> dict:
     """Add the refused attacks to a verdict (they do not count towards it) so that it lists every attack."""
     refused: dict[str, str] = {}
-    for row in runs.values():
-        if row.get("refused"):
-            refused.setdefault(row["attack"], row["refused"])
+    for run in runs:
+        if run.refused:
+            refused.setdefault(run.attack, run.refused)
     verdict["refused"] = [{"attack": k, "reason": v} for k, v in refused.items()]
     verdict.setdefault("per_attack", [])
     verdict["per_attack"] += [{"attack": k, "decision": "refused"} for k in refused]

@@ -7,6 +7,7 @@ import torch
 
 from attacks import LossAttack
 from unlearn_audit import stats
+from unlearn_audit.audit.targets import AttackRun
 from unlearn_audit.models import FunctionalModel
 
 TPR_FPRS = (0.01, 0.001, 0.0001)
@@ -19,34 +20,40 @@ def per_record_loss(model: FunctionalModel, w: torch.Tensor, x: torch.Tensor, y:
         return torch.nn.functional.cross_entropy(logits, y, reduction="none").numpy()
 
 
+def attack_run(attack: str, target: str, state: str, members: np.ndarray, nonmembers: np.ndarray,
+               calibration: np.ndarray, alpha: float, **extra) -> AttackRun:
+    """Scores of one attack on one target → its row (DeLong AUC, TPR at the fixed FPRs with thresholds set on the
+    ``calibration`` non-members) and the scores themselves. Labels: members 1 (forget set), non-members 0."""
+    auc = stats.auc_delong(members, nonmembers, alpha=alpha)
+    tprs = stats.tpr_at_fpr(members, nonmembers, calibration, fpr_targets=TPR_FPRS, alpha=alpha)
+    row = {"attack": attack, "target": target, "state": state, "refused": None, "auc": auc.to_dict(),
+           "tpr_at_fpr": [t.to_dict() for t in tprs], "n_members": int(np.size(members)),
+           "n_nonmembers": int(np.size(nonmembers)), "n_calibration": int(np.size(calibration)), **extra}
+    return AttackRun(row, members, nonmembers)
+
+
 def loss_attack(model: FunctionalModel, w: torch.Tensor, members, nonmembers, calibration, *, target: str,
-                state: str, alpha: float) -> dict:
+                state: str, alpha: float) -> AttackRun:
     """MIA-L on one model: members (label 1) = forget set, non-members (label 0) = never-trained records.
 
     ``calibration`` are other never-trained records, used only to fix the TPR-at-FPR thresholds.
-    Returns a JSON-ready dict and keeps the raw scores under the private key ``_scores`` for plots and tests.
     """
-    calibration_losses = per_record_loss(model, w, *calibration)
     res = LossAttack().run(per_record_loss(model, w, *members), per_record_loss(model, w, *nonmembers),
-                           target=target, calibration_nonmember_losses=calibration_losses)
-    auc = stats.auc_delong(res.member_scores, res.nonmember_scores, alpha=alpha)
-    tprs = stats.tpr_at_fpr(res.member_scores, res.nonmember_scores, res.calibration_nonmember_scores,
-                            fpr_targets=TPR_FPRS, alpha=alpha)
-    return {"attack": "loss (MIA-L)", "target": target, "state": state, "auc": auc.to_dict(),
-            "tpr_at_fpr": [t.to_dict() for t in tprs], "n_members": res.n_members,
-            "n_nonmembers": res.n_nonmembers, "n_calibration": int(calibration_losses.size),
-            "_scores": (res.member_scores, res.nonmember_scores)}
+                           target=target, calibration_nonmember_losses=per_record_loss(model, w, *calibration))
+    assert res.calibration_nonmember_scores is not None        # given above
+    return attack_run("loss (MIA-L)", target, state, res.member_scores, res.nonmember_scores,
+                      res.calibration_nonmember_scores, alpha)
 
 
-def equivalence_row(a: dict, b: dict | None = None, *, margin: float, alpha: float, label: str) -> dict:
+def equivalence_row(a: AttackRun, b: AttackRun | None = None, *, margin: float, alpha: float, label: str) -> dict:
     """TOST that attack ``a``'s AUC is within ±margin of attack ``b``'s on the same records (paired DeLong), or of
     chance (0.5) when ``b`` is None."""
-    am, an = a["_scores"]
+    am, an = a.scores()
     labels = np.concatenate([np.ones(len(am)), np.zeros(len(an))])
-    reference = None if b is None else np.concatenate(b["_scores"])
+    reference = None if b is None else np.concatenate(b.scores())
     res = stats.tost_auc_equivalence(np.concatenate([am, an]), labels, reference, margin=margin, alpha=alpha)
     out = res.to_dict()
-    out.update(comparison=label, attack=a["attack"], records_to_decide=stats.records_to_decide(res))
+    out.update(comparison=label, attack=a.attack, records_to_decide=stats.records_to_decide(res))
     return out
 
 

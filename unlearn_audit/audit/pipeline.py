@@ -18,7 +18,7 @@ from unlearn_audit.audit.attack_suite import ATTACKS
 from unlearn_audit.audit.context import AuditContext
 from unlearn_audit.audit.environment import environment
 from unlearn_audit.audit.methods import EXTERNAL, outcome_summary, resolve_methods, run_method
-from unlearn_audit.audit.targets import Target
+from unlearn_audit.audit.targets import AttackRun, Target
 from unlearn_audit.audit.tradeoff import privacy_utility_sweep
 from unlearn_audit.audit.verdict import ReleaseEvidence, decide
 from unlearn_audit.certify import release
@@ -179,7 +179,7 @@ def run_audit(cfg: AuditConfig, progress: Progress | None = None) -> tuple[dict,
                       f"{name} vs retrain (noiseless{' internal state' if out.sigma > 0 else ''})"))
     pairs.append((("original", "noiseless"), ("retrain", "noiseless"), "original vs retrain (control: power check)"))
 
-    runs = {}
+    runs: dict[tuple[str, tuple[str, str]], AttackRun] = {}
     todo = [(a, key) for a in cfg.audit.attacks for key in targets]
     for i, (attack, key) in enumerate(todo):
         say("attacks", i, len(todo))
@@ -189,7 +189,7 @@ def run_audit(cfg: AuditConfig, progress: Progress | None = None) -> tuple[dict,
     equivalence = []
     for attack in cfg.audit.attacks:
         for a_key, b_key, label in pairs:
-            if not (attack_suite.scored(runs[(attack, a_key)]) and attack_suite.scored(runs[(attack, b_key)])):
+            if not (runs[(attack, a_key)].scored and runs[(attack, b_key)].scored):
                 continue    # a refused attack has no scores; the report lists it
             row = measure.equivalence_row(runs[(attack, a_key)], runs[(attack, b_key)], margin=margin,
                                           alpha=alpha, label=label)
@@ -254,7 +254,7 @@ def run_audit(cfg: AuditConfig, progress: Progress | None = None) -> tuple[dict,
                          max_accuracy_loss=pc.max_accuracy_loss, n_pairs=per_example.n_pairs,
                          n_records=per_example.n_records, notes=per_example.notes, single=single)
     verdict = verdict_obj.to_dict()
-    attack_suite.list_refusals(verdict, runs)
+    attack_suite.list_refusals(verdict, runs.values())
 
     results = {
         "schema_version": SCHEMA_VERSION,
@@ -282,7 +282,7 @@ def run_audit(cfg: AuditConfig, progress: Progress | None = None) -> tuple[dict,
         "primary_method": primary,
         "certificate": p_out.certificate,
         "methods": methods,
-        "attacks": [{k: v for k, v in a.items() if not k.startswith("_")} for a in runs.values()],
+        "attacks": [r.row for r in runs.values()],
         "equivalence": equivalence,
         "per_example": per_example.summary(pc.epsilon if p_out.certified else None),
         "empirical_epsilon": emp_eps,
@@ -294,7 +294,7 @@ def run_audit(cfg: AuditConfig, progress: Progress | None = None) -> tuple[dict,
     for name, out in outcomes.items():
         weights[f"{name}_internal"] = out.weights.numpy()
         weights[f"{name}_released"] = out.released.numpy()
-    scores = {f"{a}:{t}/{s}": r["_scores"] for (a, (t, s)), r in runs.items() if "_scores" in r}
+    scores = {f"{a}:{t}/{s}": r.scores() for (a, (t, s)), r in runs.items() if r.scored}
     artefacts = AuditArtefacts(weights=weights, forget_ids=ctx.forget_ids, scores=scores,
                                per_example=per_example.per_record(), context=ctx)
     return results, artefacts
