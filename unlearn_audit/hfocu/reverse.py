@@ -136,6 +136,16 @@ def _default_buffer_cols(m: int, d: int, itemsize: int, buffer_bytes: int) -> in
     return max(1, min(d, buffer_bytes // max(1, m * itemsize)))
 
 
+def _walk_setup(m: int, d: int, dtype: torch.dtype, dev, column_sink, buffer_bytes: int,
+                columns: tuple[int, int] | None, block_rows: int) -> tuple[_SlabBuffer, list[tuple[int, int]]]:
+    """The column-slab buffer and the blocks [c0, c1) of the propagator's rows (= coordinates) one walk covers."""
+    buf = _SlabBuffer(m, d, dtype, dev, column_sink,
+                      _default_buffer_cols(m, d, torch.empty((), dtype=dtype).element_size(), buffer_bytes))
+    lo, hi = _column_range(columns, d)
+    step = max(1, int(block_rows))
+    return buf, [(c0, min(hi, c0 + step)) for c0 in range(lo, hi, step)]
+
+
 @_subnormals_flushed
 def softmax_reverse(x: torch.Tensor, y: torch.Tensor, n_classes: int, lam: float, traj: SoftmaxTrajectory,
                     positions: np.ndarray, *, block_rows: int = 128, dtype: torch.dtype = torch.float32,
@@ -167,16 +177,12 @@ def softmax_reverse(x: torch.Tensor, y: torch.Tensor, n_classes: int, lam: float
     def w_cd(t: int) -> torch.Tensor:
         return _flat_to_cd(traj.weights[t].to(dtype), C, D).reshape(d)
     slots = _batch_rows(traj.positions, row_of, dev)
-    buf = _SlabBuffer(m, d, dtype, dev, column_sink,
-                      _default_buffer_cols(m, d, torch.empty((), dtype=dtype).element_size(), buffer_bytes))
+    buf, blocks = _walk_setup(m, d, dtype, dev, column_sink, buffer_bytes, columns, block_rows)
     # Flat coordinate i ↔ (class c, column j) of the (C, D+1) layout: weights c·D + j, then the biases C·D + c.
     flat = np.arange(d)
     cd_index = np.where(flat < C * D, (flat // D) * D1 + flat % D, (flat - C * D) * D1 + D)
     hvps = 0
-    lo, hi = _column_range(columns, d)
-    starts = list(range(lo, hi, max(1, int(block_rows))))
-    for bi, c0 in enumerate(starts):
-        c1 = min(hi, c0 + block_rows)
+    for bi, (c0, c1) in enumerate(blocks):
         k = c1 - c0
         # Rows of P in the (C, D+1) layout, kept as s · R with a scalar s that absorbs the (1 − η_t λ) factors
         # (saves one pass over the block per step).
@@ -211,7 +217,7 @@ def softmax_reverse(x: torch.Tensor, y: torch.Tensor, n_classes: int, lam: float
                         scale * lr / b)
         buf.add(c0, slab)
         if progress:
-            progress(bi + 1, len(starts))
+            progress(bi + 1, len(blocks))
     buf.flush()
     return buf.out, hvps
 
@@ -255,14 +261,10 @@ def generic_reverse(model: FunctionalModel, sgd: SGDConfig, x: torch.Tensor, y: 
         raise ValueError("the weight trajectory lacks the batch positions or step sizes of some steps")
     t_stop = first_injection_step(batches, n, positions)
     slots = _batch_rows(batches, row_of, dev)
-    buf = _SlabBuffer(m, d, dtype, dev, column_sink,
-                      _default_buffer_cols(m, d, torch.empty((), dtype=dtype).element_size(), buffer_bytes))
+    buf, blocks = _walk_setup(m, d, dtype, dev, column_sink, buffer_bytes, columns, block_rows)
     xd = x.to(dtype)
     hvps = 0
-    lo, hi = _column_range(columns, d)
-    starts = list(range(lo, hi, max(1, int(block_rows))))
-    for bi, c0 in enumerate(starts):
-        c1 = min(hi, c0 + block_rows)
+    for bi, (c0, c1) in enumerate(blocks):
         k = c1 - c0
         R = torch.zeros(k, d, dtype=dtype, device=dev)
         R[torch.arange(k, device=dev), torch.arange(c0, c1, device=dev)] = 1.0
@@ -281,7 +283,7 @@ def generic_reverse(model: FunctionalModel, sgd: SGDConfig, x: torch.Tensor, y: 
                 _inject_generic(rec, info, ctx, slab, R, slots[t])
         buf.add(c0, slab)
         if progress:
-            progress(bi + 1, len(starts))
+            progress(bi + 1, len(blocks))
     buf.flush()
     return buf.out, hvps
 
