@@ -129,6 +129,8 @@ def test_weights_unlearned_elsewhere_can_fail_but_never_pass(tmp_path, monkeypat
     r = _external_audit(tmp_path, "nothing", "nothing.npy", "--trained-run", str(pre))
     assert r["verdict"]["method"] == "external" and r["verdict"]["status"] == "fail"
     assert r["methods"]["external"]["external"]["trained_run_checked"] is True
+    # the audit here trains on 1 thread, precompute on all cores: the same model up to float32 round-off
+    assert r["methods"]["external"]["external"]["base_relative_difference"] < 1e-4
     single = r["per_example"]["single_model"]["external"]
     assert single["p_value"] < 0.05 and single["control_power"] > 0.5
     assert r["methods"]["external"]["distance_to_retrain"] == pytest.approx(
@@ -159,6 +161,13 @@ def test_external_weights_from_another_model_are_refused(tmp_path, monkeypatch):
                                     "--quiet", "--unlearned-weights", str(tmp_path / "w.npy"), "--trained-run",
                                     str(tmp_path / "pre")])
     assert res.exit_code == 2 and "holds another model" in res.stderr and len(res.stderr.splitlines()) == 1
+    assert not out.exists()
+    w = np.load(tmp_path / "pre" / "weights.npy")
+    np.save(tmp_path / "pre" / "weights.npy", w * np.float32(1.00001))     # tampered with: hash no longer matches
+    res = CliRunner().invoke(main, ["audit", "--config", str(tmp_path / "b.toml"), "--out", str(out), "--no-pdf",
+                                    "--quiet", "--unlearned-weights", str(tmp_path / "w.npy"), "--trained-run",
+                                    str(tmp_path / "pre")])
+    assert res.exit_code == 2 and "does not match its spec.json" in res.stderr, res.stderr
     assert not out.exists()
 
 

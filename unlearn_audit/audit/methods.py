@@ -322,6 +322,12 @@ def _one_request(task: UnlearningTask, w: torch.Tensor, seconds: float, descript
                             extra={**settings, "batch_method": "the whole forget set in one request"})
 
 
+SAME_MODEL_RTOL = 1e-4
+"""Largest relative weight difference ‖w_run − w‖/‖w‖ at which an exported trained run is still the model this audit
+trains (float32 round-off of training on another number of threads: 3e-8 measured on digits; another seed or
+setting: O(1))."""
+
+
 class ExternalWeights(UnlearningMethod):
     """Weights unlearned outside the tool (``unlearning.unlearned_weights`` / ``--unlearned-weights``), from the
     trained run the tool exported, for the records of ``unlearning.forget_file``. One model: it cannot be rerun on
@@ -363,11 +369,17 @@ class ExternalWeights(UnlearningMethod):
         self.sha256 = file_sha256(self.path)
         return w
 
-    def check_trained_run(self, task: UnlearningTask) -> str | None:
-        """The trained run's weights hash, checked equal to the model this audit trained (and its record ids):
-        MethodError otherwise. None when no trained run was named."""
+    def check_trained_run(self, task: UnlearningTask) -> dict | None:
+        """The trained run's model, checked to be the model this audit trained (and its record ids): MethodError
+        otherwise. None when no trained run was named.
+
+        The weights are compared numerically, not by hash: float32 training is reproducible bit for bit only on
+        the same number of threads (the reduction order of a GEMM depends on it), so a run exported on a server
+        and audited on a laptop differs in the last bits (measured: relative difference 3e-8 on digits between
+        1 and 2 threads). A relative difference above :data:`SAME_MODEL_RTOL` is another model."""
         import json
 
+        from unlearn_audit.common import array_sha256
         from unlearn_audit.deletion import find_trained_run
 
         if self.trained_run is None:
@@ -378,15 +390,24 @@ class ExternalWeights(UnlearningMethod):
             spec = json.loads((folder / "spec.json").read_text(encoding="utf-8"))
             ids = np.load(folder / "record_ids.npy", allow_pickle=False)
             saved = str(spec["weights_hash"])
+            run_w = np.load(folder / "weights.npy", allow_pickle=False)
         except (OSError, ValueError, KeyError, TypeError) as err:
             raise MethodError(f"{label}: not a readable trained run ({' '.join(str(err).split())[:120]})") from None
-        if saved != weights_hash(task.weights):
-            raise MethodError(f"{label} holds another model (weights hash {saved[:12]}…, this config trains "
-                              f"{weights_hash(task.weights)[:12]}…): the weights were not unlearned from the model "
+        if array_sha256(run_w) != saved:
+            raise MethodError(f"{label}: its weights.npy does not match its spec.json's weights hash (modified or "
+                              "damaged)")
+        ours = task.weights.detach().double().cpu().numpy()
+        if run_w.shape != ours.shape:
+            raise MethodError(f"{label} holds another model ({run_w.size} weights, this config trains "
+                              f"{ours.size}): the weights were not unlearned from the model this audit judges against")
+        rel = float(np.linalg.norm(run_w.astype(np.float64) - ours) / max(np.linalg.norm(ours), 1e-300))
+        if rel > SAME_MODEL_RTOL:
+            raise MethodError(f"{label} holds another model (relative difference {rel:.2g} to the model this config "
+                              f"trains, more than {SAME_MODEL_RTOL:g}): the weights were not unlearned from the model "
                               "this audit judges against")
         if ids.shape != task.record_ids.shape or not np.array_equal(ids.astype(str), task.record_ids.astype(str)):
             raise MethodError(f"{label}: its record ids differ from this config's training split")
-        return saved
+        return {"weights_hash": saved, "relative_difference": rel}
 
     def unlearn(self, task: UnlearningTask) -> UnlearningResult:
         base = self.check_trained_run(task)
@@ -394,7 +415,9 @@ class ExternalWeights(UnlearningMethod):
         return UnlearningResult(weights=w, requests=[], extra={
             "external": {"file": str(self.path), "sha256": self.sha256,
                          "trained_run": str(self.trained_run) if self.trained_run is not None else None,
-                         "trained_run_checked": base is not None, "base_weights_hash": base}})
+                         "trained_run_checked": base is not None,
+                         "base_weights_hash": base["weights_hash"] if base else None,
+                         "base_relative_difference": base["relative_difference"] if base else None}})
 
 
 METHODS: dict[str, type[UnlearningMethod]] = {
