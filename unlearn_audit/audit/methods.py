@@ -400,7 +400,8 @@ class ExternalWeights(UnlearningMethod):
         if run_w.shape != ours.shape:
             raise MethodError(f"{label} holds another model ({run_w.size} weights, this config trains "
                               f"{ours.size}): the weights were not unlearned from the model this audit judges against")
-        rel = float(np.linalg.norm(run_w.astype(np.float64) - ours) / max(np.linalg.norm(ours), 1e-300))
+        scale = max(float(np.linalg.norm(ours)), 1e-300)
+        rel = float(np.linalg.norm(run_w.astype(np.float64) - ours)) / scale
         if rel > SAME_MODEL_RTOL:
             raise MethodError(f"{label} holds another model (relative difference {rel:.2g} to the model this config "
                               f"trains, more than {SAME_MODEL_RTOL:g}): the weights were not unlearned from the model "
