@@ -80,7 +80,7 @@ def softmax_chunk_outer(x: torch.Tensor, y: torch.Tensor, n_classes: int, lam: f
     probs_t = [pr.to(dtype).T.contiguous() for pr in traj.probs]
     resid = [(pr.to(dtype) - torch.nn.functional.one_hot(y[torch.as_tensor(p, device=dev)], C).to(dtype))
              for pr, p in zip(traj.probs, traj.positions)]
-    w_cd = [_flat_to_cd(w.to(dtype), C, D) for w in traj.weights]
+    w_cd = [flat_to_cd(w.to(dtype), C, D) for w in traj.weights]
     # Where each training position is injected: step -> slot in the batch.
     first_step = np.full(n, T, dtype=np.int64)
     for t in range(T - 1, -1, -1):
@@ -117,9 +117,9 @@ def softmax_chunk_outer(x: torch.Tensor, y: torch.Tensor, n_classes: int, lam: f
                 n_active = _inject(A, traj.positions[t], slot_of, resid[t], batch_xt[t], w_cd[t], lam, lr, b,
                                    n_active, starts, t)
         if out is not None:                         # allocated exactly when there is no sink
-            out[torch.as_tensor(rows, device=dev)] = _cd_to_flat(A, C, D)
+            out[torch.as_tensor(rows, device=dev)] = cd_to_flat(A, C, D)
         elif sink is not None:
-            sink(rows, _cd_to_flat(A, C, D))
+            sink(rows, cd_to_flat(A, C, D))
         if progress:
             progress(ci + 1, len(chunks))
     return out, hvps
@@ -138,10 +138,14 @@ def _inject(A, batch_pos, slot_of, resid, bxt, w_cd, lam, lr, b, n_active, start
     return n_active
 
 
-def _flat_to_cd(w: torch.Tensor, C: int, D: int) -> torch.Tensor:
-    return torch.cat([w[: C * D].view(C, D), w[C * D:].view(C, 1)], dim=1)
+def flat_to_cd(w: torch.Tensor, C: int, D: int) -> torch.Tensor:
+    """Softmax-regression weights from the model's flat layout (C·D weight rows, then C biases), shape (..., C·D + C),
+    to the class-major layout (..., C, D + 1) with the bias as the last column (x̃ = [x, 1])."""
+    lead = w.shape[:-1]
+    return torch.cat([w[..., : C * D].reshape(*lead, C, D), w[..., C * D:].reshape(*lead, C, 1)], dim=-1)
 
 
-def _cd_to_flat(A: torch.Tensor, C: int, D: int) -> torch.Tensor:
+def cd_to_flat(A: torch.Tensor, C: int, D: int) -> torch.Tensor:
+    """The inverse of :func:`flat_to_cd` for a batch: (k, C, D + 1) → (k, C·D + C)."""
     k = A.shape[0]
     return torch.cat([A[:, :, :D].reshape(k, C * D), A[:, :, D]], dim=1)

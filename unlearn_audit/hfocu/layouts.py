@@ -66,7 +66,8 @@ class LayoutChoice:
     reason: str
 
 
-def _plain_softmax(model: FunctionalModel, sgd: SGDConfig, curvature: str) -> bool:
+def is_plain_softmax(model: FunctionalModel, sgd: SGDConfig, curvature: str = "exact") -> bool:
+    """Softmax regression trained by plain SGD (no clipping, no projection): the closed forms apply."""
     return (model.kind == "softmax" and sgd.clip == "none" and sgd.weight_norm_bound is None
             and curvature in ("exact", "gauss-newton"))
 
@@ -89,7 +90,7 @@ def choose_layout(layout: str, model: FunctionalModel, sgd: SGDConfig, curvature
     ``chunk_outer`` for plain softmax regression, ``time_outer`` otherwise."""
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got '{layout}'")
-    plain = _plain_softmax(model, sgd, curvature)
+    plain = is_plain_softmax(model, sgd, curvature)
     if layout == "chunk_outer" and not plain:
         raise ValueError("layout 'chunk_outer' needs softmax regression without clipping or projection")
     if layout == "replay" and (sgd.clip != "none" or sgd.weight_norm_bound is not None):
@@ -255,7 +256,7 @@ class ReverseOuter(Layout):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.plain = _plain_softmax(self.model, self.sgd, self.curvature)
+        self.plain = is_plain_softmax(self.model, self.sgd, self.curvature)
         self.trajectory: SoftmaxTrajectory | WeightTrajectory = (SoftmaxTrajectory() if self.plain
                                                                  else WeightTrajectory())
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from unlearn_audit.hfocu.chunked import _cd_to_flat, _flat_to_cd
+from unlearn_audit.hfocu.chunked import cd_to_flat, flat_to_cd
 from unlearn_audit.hfocu.curvature import SoftmaxClosedForm, make_curvature
 from unlearn_audit.models import FunctionalModel
 from unlearn_audit.training.sgd import SGDConfig, StepInfo
@@ -122,7 +122,7 @@ def bound_cache(model: FunctionalModel, sgd: SGDConfig, x: torch.Tensor, y: torc
         resid = ctx.probs - torch.nn.functional.one_hot(ctx.y, K).to(dt)
         xts.append(xt)
         resids.append(resid)
-        w_cds.append(_flat_to_cd(w, K, D))
+        w_cds.append(flat_to_cd(w, K, D))
         gb = resid.norm(dim=1) * x2[pt].sqrt() + sgd.lam * w.norm()
         grad_bound.append(gb.numpy())
         w_next = (weights[t + 1] if t + 1 < T else final_weights).detach().to("cpu", dt)
@@ -301,7 +301,7 @@ def _replay_plain_softmax(model: FunctionalModel, sgd: SGDConfig, schedule, cach
     ends = np.cumsum(sizes)
     rx2 = [cache.x2[pos[~h]] for pos, h in zip(schedule.batches, hits)]
     rax = [snorm_np[e - len(h):e][~h] for e, h in zip(ends, hits)]
-    A_flat = _cd_to_flat(A[None], C, D1 - 1)[0]
+    A_flat = cd_to_flat(A[None], C, D1 - 1)[0]
     gap = None if stored_sum is None else float((A_flat - stored_sum.detach().to("cpu", dt)).norm())
     return ReplayTerms(
         lrs=np.asarray(schedule.lrs, dtype=np.float64), batch_sizes=schedule.batch_sizes().astype(np.float64),

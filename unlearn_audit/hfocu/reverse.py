@@ -35,7 +35,7 @@ from typing import Any, Callable, TypeVar, cast
 import numpy as np
 import torch
 
-from unlearn_audit.hfocu.chunked import Order, SoftmaxTrajectory, _flat_to_cd
+from unlearn_audit.hfocu.chunked import Order, SoftmaxTrajectory, flat_to_cd
 from unlearn_audit.models import FunctionalModel
 from unlearn_audit.training.sgd import SGDConfig, StepInfo
 
@@ -175,7 +175,7 @@ def softmax_reverse(x: torch.Tensor, y: torch.Tensor, n_classes: int, lam: float
     batch_pos = [torch.as_tensor(p, device=dev) for p in traj.positions]
 
     def w_cd(t: int) -> torch.Tensor:
-        return _flat_to_cd(traj.weights[t].to(dtype), C, D).reshape(d)
+        return flat_to_cd(traj.weights[t].to(dtype), C, D).reshape(d)
     slots = _batch_rows(traj.positions, row_of, dev)
     buf, blocks = _walk_setup(m, d, dtype, dev, column_sink, buffer_bytes, columns, block_rows)
     # Flat coordinate i ↔ (class c, column j) of the (C, D+1) layout: weights c·D + j, then the biases C·D + c.
