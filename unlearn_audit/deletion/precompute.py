@@ -333,7 +333,8 @@ def _exit_with_parent(parent_pid: int) -> None:
 
 
 def _worker(local_rank: int, cfg_data: dict, out: str, world: int, port: int, options: dict, queue) -> None:
-    """Spawned process: join the group on 127.0.0.1:port, run :func:`precompute_rank`, report through ``queue``."""
+    """Spawned process: join the group on 127.0.0.1:port, run :func:`precompute_rank`, report through ``queue``,
+    then leave at once (:func:`_leave`)."""
     from unlearn_audit.config import config_from_dict
 
     _exit_with_parent(options.pop("parent_pid"))
@@ -346,19 +347,28 @@ def _worker(local_rank: int, cfg_data: dict, out: str, world: int, port: int, op
             torch.cuda.set_device(dev)
         dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=local_rank, world_size=world,
                                 timeout=timedelta(seconds=options.pop("timeout")))
-        try:
-            res = precompute_rank(config_from_dict(cfg_data), out, device_note=note,
-                                  log=_stderr_log if options.pop("verbose") else None, **options)
-        finally:
-            dist.destroy_process_group()
+        res = precompute_rank(config_from_dict(cfg_data), out, device_note=note,
+                              log=_stderr_log if options.pop("verbose") else None, **options)
         queue.put((local_rank, "ok", res))
     except _known_errors() as e:
         queue.put((local_rank, "error", str(e)))
-        sys.exit(1)
+        _leave(1)
     except Exception as e:                                               # noqa: BLE001
         traceback.print_exc()
         queue.put((local_rank, "error", f"{type(e).__name__}: {e}"))
-        sys.exit(1)
+        _leave(1)
+    _leave(0)
+
+
+def _leave(code: int) -> None:
+    """End a spawned worker without tearing down the process group or running C++ destructors: gloo's background
+    threads can abort the process while being destroyed ("terminate called without an active exception", SIGABRT;
+    seen once in about five test-suite runs, after the rank had finished and reported). Everything a rank does ends
+    in a collective that every rank passed (:func:`precompute_rank`'s last ``agree``), its report is in the queue
+    (a SimpleQueue writes synchronously), and the OS frees the sockets and the store."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _stderr_log(msg: str) -> None:
