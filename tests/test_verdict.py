@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from unlearn_audit.audit.verdict import EXIT_CODES, ReleaseEvidence, decide
+from unlearn_audit.audit.verdict import EXIT_CODES, ModelFit, ReleaseEvidence, decide
 from unlearn_audit.stats.per_example import NullComparison, compare_to_null, per_example_evidence
 
 ALPHA, MARGIN = 0.05, 0.05
@@ -37,6 +37,22 @@ def test_pass_needs_equivalence_and_power():
     v = run(EQUIV, DIFF)
     assert v.status == "pass" and v.exit_code == 0 and v.failed == []
     assert v.forgetting.status == "pass" and v.release.status == "not applicable"
+
+
+def test_a_model_at_chance_never_passes_forgetting():
+    """A model that learnt nothing (weights collapsed under strong weight decay: 0.103 test accuracy on 10 classes)
+    is trivially indistinguishable from its retrain: inconclusive with the reason, never a pass; a trace found on it
+    still fails; a model that fits passes as before."""
+    def with_fit(method, accuracy):
+        return decide("m", {"confidence": method}, {"confidence": DIFF}, None, alpha=ALPHA, margin=MARGIN,
+                      max_accuracy_loss=0.02, n_pairs=32, n_records=50, fit=ModelFit(accuracy, 0.1))
+
+    v = with_fit(EQUIV, 0.103)
+    assert v.status == "inconclusive" and v.forgetting.status == "inconclusive"
+    assert "at chance" in v.forgetting.reasons[0] and "training.lam" in v.forgetting.reasons[0]
+    assert with_fit(DIFF, 0.103).status == "fail"
+    assert with_fit(EQUIV, 0.869).status == "pass"
+    assert ModelFit(0.54, 0.5).fits is False and ModelFit(0.56, 0.5).fits is True     # binary: 10% of the range
 
 
 def test_no_power_is_inconclusive_never_pass():

@@ -20,7 +20,7 @@ from unlearn_audit.audit.environment import environment
 from unlearn_audit.audit.methods import EXTERNAL, outcome_summary, resolve_methods, run_method
 from unlearn_audit.audit.targets import AttackRun, Target
 from unlearn_audit.audit.tradeoff import privacy_utility_sweep
-from unlearn_audit.audit.verdict import ReleaseEvidence, decide
+from unlearn_audit.audit.verdict import ModelFit, ReleaseEvidence, decide
 from unlearn_audit.certify import release
 from unlearn_audit.certify.capacity import release_sigma_budget, unlearner_capacity
 from unlearn_audit.config import AuditConfig
@@ -252,7 +252,8 @@ def run_audit(cfg: AuditConfig, progress: Progress | None = None) -> tuple[dict,
     verdict_obj = decide(primary, method_group.comparison if method_group is not None else {},
                          control_group.comparison, release_evidence, alpha=alpha, margin=ac.per_example_margin,
                          max_accuracy_loss=pc.max_accuracy_loss, n_pairs=per_example.n_pairs,
-                         n_records=per_example.n_records, notes=per_example.notes, single=single)
+                         n_records=per_example.n_records, notes=per_example.notes, single=single,
+                         fit=ModelFit(ctx.model.accuracy(w_orig, ctx.x_test, ctx.y_test), per_example.chance_accuracy))
     verdict = verdict_obj.to_dict()
     attack_suite.list_refusals(verdict, runs.values())
 

@@ -16,12 +16,15 @@
    verdict says the certificate is vacuous.
 
 The overall status is fail if either answer fails, pass if forgetting passes and the release (when there is one)
-passes, inconclusive otherwise. Single-pair attack AUC rows (DeLong) are a secondary view and never decide.
+passes, inconclusive otherwise. A trained model no better than chance (:class:`ModelFit`) has learnt nothing to
+forget: its forgetting question is never a pass (a trace found is still a fail), and the verdict says why.
+Single-pair attack AUC rows (DeLong) are a secondary view and never decide.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
@@ -56,6 +59,32 @@ class ReleaseEvidence:
     weight_space_violated: bool = False
     weight_space_message: str = ""
     not_certifiable: str | None = None     # why no certified release can be made (the certificate says)
+
+
+@dataclass(frozen=True)
+class ModelFit:
+    """How far above chance the trained (original) model is on the test split: ``accuracy`` against
+    ``chance_accuracy`` (the largest class's share). Below :attr:`MIN_ABOVE_CHANCE` of the way from chance to a
+    perfect model it has not fit the data (e.g. weight decay too strong for the model: the weights collapse)."""
+
+    accuracy: float
+    chance_accuracy: float
+    MIN_ABOVE_CHANCE: ClassVar[float] = 0.1
+
+    @property
+    def above_chance(self) -> float:
+        """(accuracy − chance) / (1 − chance): 0 at chance, 1 for a perfect model."""
+        return (self.accuracy - self.chance_accuracy) / max(1.0 - self.chance_accuracy, 1e-12)
+
+    @property
+    def fits(self) -> bool:
+        return self.above_chance >= self.MIN_ABOVE_CHANCE
+
+    def reason(self) -> str:
+        return (f"the trained model is at chance: test accuracy {self.accuracy:.3f} against {self.chance_accuracy:.3f} "
+                f"for always predicting the largest class ({self.above_chance:.0%} of the way to a perfect model, "
+                f"below {self.MIN_ABOVE_CHANCE:.0%}); it has learnt nothing to forget, so indistinguishability "
+                "from retraining says nothing; change the training settings (training.lam, training.lr, epochs)")
 
 
 @dataclass
@@ -201,11 +230,15 @@ def decide_release(r: ReleaseEvidence | None, *, max_accuracy_loss: float) -> An
 def decide(method: str, comparisons: dict[str, NullComparison], control: dict[str, NullComparison],
            release: ReleaseEvidence | None, *, alpha: float, margin: float, max_accuracy_loss: float,
            n_pairs: int, n_records: int, notes: list[str] | None = None,
-           single: SingleModelTest | None = None) -> Verdict:
+           single: SingleModelTest | None = None, fit: ModelFit | None = None) -> Verdict:
     """The verdict about ``method``; ``single``: its one-model test when it could not be rerun on the pairs
-    (weights unlearned outside the tool), which then answers the forgetting question."""
+    (weights unlearned outside the tool), which then answers the forgetting question; ``fit``: the trained model's
+    accuracy against chance (a model at chance never passes the forgetting question)."""
     forgetting = (decide_forgetting_single(single) if single is not None else
                   decide_forgetting(comparisons, control, alpha=alpha, margin=margin))
+    if fit is not None and not fit.fits:
+        forgetting = Answer("forgetting", "inconclusive" if forgetting.status == "pass" else forgetting.status,
+                            [fit.reason(), *forgetting.reasons])
     rel = decide_release(release, max_accuracy_loss=max_accuracy_loss)
     statuses = {forgetting.status, rel.status}
     if "fail" in statuses:
