@@ -103,9 +103,9 @@ def run_seed(setting: dict, seed: int, args) -> dict:
         except Exception as err:                        # noqa: BLE001 - reported in the table's notes
             failures.append(f"{attack} on {state} targets: {type(err).__name__}: {err}")
             return float("nan")
-        if res.get("refused"):
-            failures.append(f"{attack}: {res['refused']}")
-        return res["auc"]["auc"] if res.get("auc") else float("nan")
+        if res.refused:
+            failures.append(f"{attack}: {res.refused}")
+        return res.row["auc"]["auc"] if res.scored else float("nan")
 
     for attack in cfg.audit.attacks:
         for name, r in rows.items():

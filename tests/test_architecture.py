@@ -20,7 +20,7 @@ ALLOWED: dict[str, set[str]] = {
     "interrupts": set(),                                  # SIGINT/SIGTERM as one orderly stop (exit 130/143)
     "pseudonyms": set(),                                  # keyed record-id hashes; the key stays in the run folder
     "schema": set(),                                      # results.json's pydantic models: audit writes, report reads
-    "plugins": {"common"},                                # user code named by the config: imported, hashed, recorded
+    "plugins": {"common", "interrupts"},                  # user code named by the config: imported, hashed, recorded
     "data": {"common"},
     "config": {"data", "common", "plugins"},              # dataset names and plugin names are validated
     "models": {"common", "plugins"},

@@ -149,6 +149,22 @@ def test_image_folder_16_bit_gray_and_mixed_colour(tmp_path):
                                atol=1e-7)
 
 
+def test_image_folder_16_bit_pgm_opened_as_32_bit_integers(tmp_path):
+    """Pillow opens a 16-bit PGM as mode I (32-bit integers): values within 0..65535 are 16-bit gray, scaled by
+    65535 like a 16-bit PNG (it was refused as 'a 32-bit integer image')."""
+    rng = np.random.default_rng(4)
+    for c in ("a", "b"):
+        (tmp_path / "f" / c).mkdir(parents=True)
+    g16 = {c: rng.integers(0, 65536, size=(5, 6), dtype=np.uint16) for c in ("a", "b")}
+    for c, g in g16.items():
+        Image.fromarray(g).save(tmp_path / "f" / c / "g.pgm")
+    assert Image.open(tmp_path / "f" / "a" / "g.pgm").mode == "I"
+    ds = load_dataset("image_folder", data_dir=str(tmp_path / "f"), flatten=False)
+    assert ds.feature_shape == (1, 5, 6)
+    for c, g in g16.items():
+        np.testing.assert_allclose(ds.x[ds.index_of([f"{c}/g.pgm"])[0], 0], g / 65535.0, atol=1e-7)
+
+
 def test_image_folder_pipe_is_refused_not_read(tmp_path):
     """A named pipe called x.png blocked the read forever."""
     import os
@@ -182,6 +198,7 @@ def _error_of(name: str, **kwargs) -> str:
     (lambda r: (r / "c").mkdir(), "class folder 'c' holds no images"),          # an empty class before
     (lambda r: (r / "a" / "x.png").symlink_to(r / "nowhere.png"), "x.png: a broken link"),
     (lambda r: Image.new("F", (6, 5)).save(r / "a" / "f.tif"), r"a 32-bit float image \(mode F\)"),
+    (lambda r: Image.new("I", (6, 5), 70000).save(r / "a" / "i.tif"), r"mode I\) with values outside 0..65535"),
     (lambda r: (r / "a" / "broken.png").write_bytes(b"\x89PNG garbage"), "broken.png: not a readable image"),
     (lambda r: Image.fromarray(np.zeros((9, 9), np.uint8)).save(r / "a" / "big.png"), "big.png: image is 9x9"),
     (lambda r: (r / "README").write_text("x"), "outside the class sub-folders"),

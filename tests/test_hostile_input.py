@@ -427,8 +427,8 @@ CASES = [
          plugin("plug_cert_sigma", _method(
              "return UnlearningResult(weights=task.weights, released=task.weights, sigma=1.0, certified=True, "
              "certificate={'epsilon': 1.0, 'delta': 1e-5, 'sigma': 9.0, 'sensitivity': 0.1})"), method="M")),
-    Case("plugin-certificate-other-epsilon", audit(), "the certificate is for epsilon = 5, delta = 1e-05, but the "
-         "audit judges releases at privacy.epsilon = 1", plugin("plug_cert_eps", _method(
+    Case("plugin-certificate-other-epsilon", audit(), "the certificate is for epsilon = 5, delta = 1e-05, weaker than "
+         "the audit judges releases at (privacy.epsilon = 1", plugin("plug_cert_eps", _method(
              "return UnlearningResult(weights=task.weights, released=task.weights, sigma=1.0, certified=True, "
              "certificate={'epsilon': 5.0, 'delta': 1e-5, 'sigma': 1.0, 'sensitivity': 0.1})"), method="M")),
     Case("plugin-extra-not-json", audit(), "its extra is not JSON-ready (TypeError: cannot convert Tensor",

@@ -145,6 +145,46 @@ def test_a_second_signal_during_the_clean_up_keeps_the_first_exit_code(tmp_path)
     assert sorted(p.name for p in wd.iterdir()) == ["c.toml"], list(wd.iterdir())
 
 
+def test_an_in_process_caller_gets_its_signal_handlers_back():
+    before = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+    assert CliRunner().invoke(main, ["--version"]).exit_code == 0
+    assert CliRunner().invoke(main, ["report", "/nonexistent-run-folder"]).exit_code == 2
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+
+
+def test_a_signal_after_the_command_decided_its_exit_code_is_ignored(tmp_path):
+    """The console script's process: a signal arriving on the way out (here from an atexit hook, after the command
+    finished with exit code 0) must not turn the exit into a death by signal (it gave -15 before)."""
+    code = ("import atexit, os, signal, sys\n"
+            "atexit.register(lambda: (os.kill(os.getpid(), signal.SIGTERM), os.kill(os.getpid(), signal.SIGINT)))\n"
+            "sys.argv = ['unlearn-audit', '--version']\n"
+            "from unlearn_audit.cli import entry\n"
+            "entry()\n")
+    proc = subprocess.run([sys.executable, "-c", code], env=_env(tmp_path), capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, (proc.returncode, proc.stderr)
+
+
+def test_a_sigint_the_parent_ignored_stays_ignored(tmp_path):
+    """A background job of a non-interactive shell starts with SIGINT ignored: the audit keeps running through a
+    SIGINT, and still stops cleanly on SIGTERM."""
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    (wd / "c.toml").write_text("seed = 1\n[training]\nepochs = 5000\n")
+    proc = subprocess.Popen([sys.executable, "-m", "unlearn_audit.cli", "audit", "--config", "c.toml", "--out", "out",
+                             "--no-pdf", "--quiet"], cwd=wd, env=_env(tmp_path), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    _wait_for_partial(wd, proc)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(1.5)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and err.startswith("error: terminated (SIGTERM)"), (proc.returncode, err)
+    assert sorted(p.name for p in wd.iterdir()) == ["c.toml"]
+
+
 def test_partial_folder_of_a_killed_audit_is_removed_on_the_next_start(tmp_path):
     wd = tmp_path / "wd"
     wd.mkdir()

@@ -340,5 +340,14 @@ def precompute(config_path, out_dir, nproc, device, store_dtype, chunk_rows, thr
                f"serve deletions with: unlearn-audit forget {out_dir} --requests FILE)")
 
 
-if __name__ == "__main__":
+def entry() -> None:
+    """The console script and ``python -m unlearn_audit.cli``: the command is the whole process, so a signal after it
+    has decided its exit code is ignored on the way out (:mod:`unlearn_audit.interrupts`)."""
+    from unlearn_audit.interrupts import process_exit
+
+    process_exit()
     main()
+
+
+if __name__ == "__main__":
+    entry()

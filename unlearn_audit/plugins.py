@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from unlearn_audit.common import file_sha256
+from unlearn_audit.interrupts import Stopped
 
 __all__ = ["PLUGIN_PATTERN", "PluginError", "PluginInfo", "describe_error", "is_plugin_spec", "load_plugin",
            "user_failure"]
@@ -85,10 +86,10 @@ def describe_error(err: BaseException, limit: int = 200) -> str:
 
 def user_failure(err: BaseException) -> bool:
     """Whether ``err``, raised inside user code, is that code's failure, to be reported as an input error naming the
-    plugin: any Exception, and a plain SystemExit (``sys.exit(0)`` in a plugin must not end the audit with the
-    plugin's exit code: 0 would read as a pass). A subclass of SystemExit (the command line's stop on SIGINT or
-    SIGTERM), KeyboardInterrupt and GeneratorExit are not: they pass through."""
-    return isinstance(err, Exception) or type(err) is SystemExit
+    plugin: any Exception, and any SystemExit the plugin raised (``sys.exit(0)`` in a plugin must not end the audit
+    with the plugin's exit code: 0 would read as a pass). The command line's stop on SIGINT or SIGTERM
+    (:class:`~unlearn_audit.interrupts.Stopped`), KeyboardInterrupt and GeneratorExit are not: they pass through."""
+    return isinstance(err, Exception) or (isinstance(err, SystemExit) and not isinstance(err, Stopped))
 
 
 _CACHE: dict[tuple[str, tuple[str, ...]], tuple[object, PluginInfo]] = {}

@@ -402,7 +402,7 @@ class ExternalWeights(UnlearningMethod):
                               f"{ours.size}): the weights were not unlearned from the model this audit judges against")
         scale = max(float(np.linalg.norm(ours)), 1e-300)
         rel = float(np.linalg.norm(run_w.astype(np.float64) - ours)) / scale
-        if rel > SAME_MODEL_RTOL:
+        if not rel <= SAME_MODEL_RTOL:                       # NaN weights are another model too
             raise MethodError(f"{label} holds another model (relative difference {rel:.2g} to the model this config "
                               f"trains, more than {SAME_MODEL_RTOL:g}): the weights were not unlearned from the model "
                               "this audit judges against")
@@ -533,8 +533,9 @@ def _json_ready(rm: ResolvedMethod, value, what: str) -> None:
 
 
 def _checked_certificate(rm: ResolvedMethod, res: UnlearningResult, cfg: AuditConfig | None) -> None:
-    """A certified result's certificate: a dict whose epsilon and delta are the config's (the audit judges releases
-    at privacy.epsilon and privacy.delta), whose sigma is the result's, and whose sensitivity is finite and >= 0."""
+    """A certified result's certificate: a dict whose epsilon and delta are at most the config's (the audit judges
+    releases at privacy.epsilon and privacy.delta; a stricter guarantee implies it), whose sigma is the result's,
+    and whose sensitivity is finite and >= 0."""
     cert = res.certificate if res.certificate is not None else {}
     if not isinstance(cert, dict):
         raise MethodError(f"{rm.label}: a certified result's certificate must be a dict, got {type(cert).__name__}")
@@ -552,9 +553,11 @@ def _checked_certificate(rm: ResolvedMethod, res: UnlearningResult, cfg: AuditCo
                           f"({res.sigma!r})")
     if cfg is not None:
         pc = cfg.privacy
-        if not (math.isclose(eps, pc.epsilon, rel_tol=1e-9) and math.isclose(delta, pc.delta, rel_tol=1e-9)):
-            raise MethodError(f"{rm.label}: the certificate is for epsilon = {eps:g}, delta = {delta:g}, but the audit "
-                              f"judges releases at privacy.epsilon = {pc.epsilon:g}, privacy.delta = {pc.delta:g}")
+        # a stricter guarantee (ε' ≤ ε, δ' ≤ δ) implies the one the audit judges; a weaker one does not
+        if eps > pc.epsilon * (1 + 1e-9) or delta > pc.delta * (1 + 1e-9):
+            raise MethodError(f"{rm.label}: the certificate is for epsilon = {eps:g}, delta = {delta:g}, weaker than "
+                              f"the audit judges releases at (privacy.epsilon = {pc.epsilon:g}, privacy.delta = "
+                              f"{pc.delta:g})")
 
 
 def checked_result(rm: ResolvedMethod, raw, d: int, dtype: torch.dtype, *, n_forget: int | None = None,

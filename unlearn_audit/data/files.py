@@ -313,15 +313,23 @@ MAX_IMAGE_PIXELS = 4096 * 4096                  # per image; a larger one is ref
 
 def _image_array(img, f: Path) -> np.ndarray:
     """Pixels scaled to [0, 1], float32: (H, W) for a grayscale image (8-bit divided by 255, 16-bit by 65535),
-    (H, W, 3) for any other (converted to RGB; alpha dropped). 32-bit integer or float images (modes I, F) have no
-    known range: DataError."""
+    (H, W, 3) for any other (converted to RGB; alpha dropped). A 32-bit integer image (mode I) whose values fit in
+    0..65535 is a 16-bit one as Pillow opens some formats (PGM); other 32-bit integer or float images (modes I, F) have
+    no known range: DataError."""
     if img.mode in _GRAY_MODES:
         return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
     if img.mode in _GRAY16_MODES:
         return np.asarray(img, dtype=np.float32) / 65535.0
-    if img.mode in ("I", "F"):
-        raise DataError(f"{f}: a 32-bit {'integer' if img.mode == 'I' else 'float'} image (mode {img.mode}), whose "
-                        "pixel range is unknown; save it as an 8- or 16-bit image")
+    if img.mode == "I":
+        # Pillow opens some 16-bit grayscale files (PGM, some TIFFs) as 32-bit integers: their values say which
+        a = np.asarray(img, dtype=np.int64)
+        if a.size and 0 <= a.min() and a.max() <= 65535:
+            return a.astype(np.float32) / 65535.0
+        raise DataError(f"{f}: a 32-bit integer image (mode I) with values outside 0..65535, whose pixel range is "
+                        "unknown; save it as an 8- or 16-bit image")
+    if img.mode == "F":
+        raise DataError(f"{f}: a 32-bit float image (mode F), whose pixel range is unknown; save it as an 8- or "
+                        "16-bit image")
     return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
 
 
