@@ -129,6 +129,15 @@ def deletion_capacity_summary(ctx: AuditContext, *, seed: int, progress: Progres
     return {**cap.to_dict(), **budget}
 
 
+def model_fit(ctx: AuditContext, w) -> ModelFit:
+    """The trained model's training accuracy and cross-entropy against its training labels' class frequencies."""
+    counts = np.bincount(ctx.y.numpy(), minlength=ctx.model.n_classes).astype(np.float64)
+    prior = counts[counts > 0] / counts.sum()
+    return ModelFit(train_accuracy=ctx.model.accuracy(w, ctx.x, ctx.y), chance_accuracy=float(prior.max()),
+                    train_cross_entropy=float(measure.per_record_loss(ctx.model, w, ctx.x, ctx.y).mean()),
+                    prior_entropy=float(-(prior * np.log(prior)).sum()))
+
+
 def run_audit(cfg: AuditConfig, progress: Progress | None = None) -> tuple[dict, AuditArtefacts]:
     """Run a complete audit. ``progress(step_name, done, total)`` is called on long steps."""
     started, t_start = _now(), time.perf_counter()
@@ -253,7 +262,7 @@ def run_audit(cfg: AuditConfig, progress: Progress | None = None) -> tuple[dict,
                          control_group.comparison, release_evidence, alpha=alpha, margin=ac.per_example_margin,
                          max_accuracy_loss=pc.max_accuracy_loss, n_pairs=per_example.n_pairs,
                          n_records=per_example.n_records, notes=per_example.notes, single=single,
-                         fit=ModelFit(ctx.model.accuracy(w_orig, ctx.x_test, ctx.y_test), per_example.chance_accuracy))
+                         fit=model_fit(ctx, w_orig))
     verdict = verdict_obj.to_dict()
     attack_suite.list_refusals(verdict, runs.values())
 

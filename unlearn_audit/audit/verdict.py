@@ -16,8 +16,9 @@
    verdict says the certificate is vacuous.
 
 The overall status is fail if either answer fails, pass if forgetting passes and the release (when there is one)
-passes, inconclusive otherwise. A trained model no better than chance (:class:`ModelFit`) has learnt nothing to
-forget: its forgetting question is never a pass (a trace found is still a fail), and the verdict says why.
+passes, inconclusive otherwise. A trained model no better than its class frequencies (:class:`ModelFit`) has
+learnt nothing to forget: its forgetting question is never a pass (a trace found is still a fail), and the verdict
+says why.
 Single-pair attack AUC rows (DeLong) are a secondary view and never decide.
 """
 
@@ -63,27 +64,40 @@ class ReleaseEvidence:
 
 @dataclass(frozen=True)
 class ModelFit:
-    """How far above chance the trained (original) model is on the test split: ``accuracy`` against
-    ``chance_accuracy`` (the largest class's share). Below :attr:`MIN_ABOVE_CHANCE` of the way from chance to a
-    perfect model it has not fit the data (e.g. weight decay too strong for the model: the weights collapse)."""
+    """Whether the trained (original) model learnt anything from its training data, on two scales that fail in
+    different places: its training accuracy against the majority class's share (``chance_accuracy``), and its mean
+    training cross-entropy (nats) against the entropy of the labels' class frequencies (the loss of predicting those
+    frequencies for every record). It fits when either is at least :attr:`MIN_ABOVE_PRIOR` of the way from the prior
+    to a perfect model: accuracy alone misses a useful model on very imbalanced classes, cross-entropy alone a
+    strongly regularised one (soft probabilities, right answers: the default audit's softmax explains 10% of the
+    entropy at 86% accuracy). Training data, not test data: a model that memorised its records has the most to
+    forget. A model failing both (e.g. weights collapsed under too much weight decay) has learnt nothing."""
 
-    accuracy: float
+    train_accuracy: float
     chance_accuracy: float
-    MIN_ABOVE_CHANCE: ClassVar[float] = 0.1
+    train_cross_entropy: float
+    prior_entropy: float
+    MIN_ABOVE_PRIOR: ClassVar[float] = 0.1
 
     @property
-    def above_chance(self) -> float:
-        """(accuracy − chance) / (1 − chance): 0 at chance, 1 for a perfect model."""
-        return (self.accuracy - self.chance_accuracy) / max(1.0 - self.chance_accuracy, 1e-12)
+    def accuracy_above_chance(self) -> float:
+        """(accuracy − chance) / (1 − chance): 0 at the majority share, 1 for a perfect model."""
+        return (self.train_accuracy - self.chance_accuracy) / max(1.0 - self.chance_accuracy, 1e-12)
+
+    @property
+    def entropy_explained(self) -> float:
+        """1 − CE / H(prior): 0 for the class frequencies (or worse), 1 for a model that is certain and right."""
+        return 1.0 - self.train_cross_entropy / max(self.prior_entropy, 1e-12)
 
     @property
     def fits(self) -> bool:
-        return self.above_chance >= self.MIN_ABOVE_CHANCE
+        return max(self.accuracy_above_chance, self.entropy_explained) >= self.MIN_ABOVE_PRIOR
 
     def reason(self) -> str:
-        return (f"the trained model is at chance: test accuracy {self.accuracy:.3f} against {self.chance_accuracy:.3f} "
-                f"for always predicting the largest class ({self.above_chance:.0%} of the way to a perfect model, "
-                f"below {self.MIN_ABOVE_CHANCE:.0%}); it has learnt nothing to forget, so indistinguishability "
+        return (f"the trained model learnt nothing to forget: training accuracy {self.train_accuracy:.3f} against "
+                f"{self.chance_accuracy:.3f} for the majority class, training cross-entropy "
+                f"{self.train_cross_entropy:.3f} nats against {self.prior_entropy:.3f} for the class frequencies "
+                f"(both less than {self.MIN_ABOVE_PRIOR:.0%} of the way to a perfect model), so indistinguishability "
                 "from retraining says nothing; change the training settings (training.lam, training.lr, epochs)")
 
 
