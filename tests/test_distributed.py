@@ -223,3 +223,41 @@ def test_precompute_writes_a_trained_run_that_forget_serves(tmp_path, cfg_dict, 
     # and a different seed would not pass that test
     other, _, _ = unlearner.release(epsilon=1.0, delta=1e-5, seed=entry.noise_seed + 1)
     assert np.abs(released - other.numpy()).max() > 0.1 * sigma
+
+
+_LAUNCHER_SCRIPT = '''
+import sys
+from unlearn_audit.config import config_from_dict
+from unlearn_audit.deletion import precompute as pc
+
+def fake_rank(cfg, out, **kw):
+    import torch.distributed as dist
+    rank = dist.get_rank()
+    if sys.argv[1] == "fail" and rank == 1:
+        raise pc.DistributedError("rank 1: the shard could not be written (simulated)")
+    return {"rank": rank, "padding": "x" * (300_000 if sys.argv[1] == "large" else 10)}    # larger than a pipe
+
+pc.precompute_rank = fake_rank                                   # the forked workers inherit the replacement
+try:
+    info = pc.run_precompute(config_from_dict({"data": {"dataset": "digits"}}), sys.argv[2], nproc=2, threads=1,
+                             start_method="fork", timeout=60)
+    print("ok", info["rank"], len(info["padding"]))
+except pc.DistributedError as err:
+    print("error", err)
+'''
+
+
+@pytest.mark.parametrize("mode", ["large", "fail"])
+def test_launcher_reads_reports_while_workers_run_and_names_a_failed_rank(tmp_path, mode):
+    """Reports are read while the workers run (a 300 kB report filled the pipe, the worker blocked writing it and
+    the launcher, joining first, waited forever); a rank that fails is named in the one error."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _LAUNCHER_SCRIPT, mode, str(tmp_path / "out")], capture_output=True,
+                          text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    if mode == "large":
+        assert proc.stdout.split() == ["ok", "0", "300000"], proc.stdout
+    else:
+        assert proc.stdout.startswith("error rank 1: the shard could not be written (simulated)"), proc.stdout

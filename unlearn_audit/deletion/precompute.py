@@ -417,16 +417,25 @@ def run_precompute(cfg, out, *, nproc: int = 1, device: str = "auto", store_dtyp
                "threads": int(threads), "layout": layout, "recursion_chunk": recursion_chunk, "timeout": float(timeout),
                "verbose": bool(verbose), "parent_pid": os.getpid()}
     failure = None
+    reports: list = []
+
+    def drain() -> None:
+        # read reports while the workers run: a pipe holds ~64 KiB, and a worker blocked writing its report would
+        # never exit, so joining before reading could wait forever
+        while not queue.empty():
+            reports.append(queue.get())
+
     try:
-        mp.start_processes(_worker, args=(cfg.model_dump(mode="json"), str(out), int(nproc), free_port(), options,
-                                          queue), nprocs=int(nproc), join=True, start_method=start_method)
+        workers = mp.start_processes(_worker, args=(cfg.model_dump(mode="json"), str(out), int(nproc), free_port(),
+                                                    options, queue), nprocs=int(nproc), join=False,
+                                     start_method=start_method)
+        while not workers.join(timeout=0.5):
+            drain()
     except mp.ProcessExitedException as e:
         failure = str(e)
     except mp.ProcessRaisedException as e:
         failure = str(e).strip().splitlines()[-1]
-    reports = []
-    while not queue.empty():
-        reports.append(queue.get())
+    drain()
     errors = sorted((r, msg) for r, status, msg in reports if status == "error")
     if errors:
         r, msg = errors[0]
