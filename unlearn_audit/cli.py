@@ -14,8 +14,6 @@ import click
 
 USAGE_ERROR = 2
 INTERNAL_ERROR = 4
-INTERRUPTED = 130           # 128 + SIGINT, the shell's convention
-TERMINATED = 143            # 128 + SIGTERM
 RETRAIN_DUE = 5             # forget: applied and released, but the deletion capacity is spent
 
 
@@ -75,7 +73,16 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-_INTERRUPTED = "error: interrupted (SIGINT); nothing of the interrupted step was kept"
+def _exit_stopped(stop=None):
+    """One line and exit code 128 + signal for a stop (:class:`unlearn_audit.interrupts.Stopped`); a
+    KeyboardInterrupt that did not come through the signal handler counts as SIGINT."""
+    import signal
+
+    from unlearn_audit.interrupts import Stopped
+
+    stop = stop if stop is not None else Stopped(signal.SIGINT)
+    click.echo(f"error: {stop.message}", err=True)
+    sys.exit(stop.code)
 
 
 class _Commands(click.Group):
@@ -92,11 +99,9 @@ class _Commands(click.Group):
             try:
                 rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
             except Stopped as stop:
-                click.echo(f"error: {stop.message}", err=True)
-                sys.exit(stop.code)
+                _exit_stopped(stop=stop)
             except (click.exceptions.Abort, KeyboardInterrupt):   # a KeyboardInterrupt not raised by SIGINT
-                click.echo(_INTERRUPTED, err=True)
-                sys.exit(INTERRUPTED)
+                _exit_stopped()
             except click.ClickException as err:
                 where = ""
                 ctx = getattr(err, "ctx", None)
@@ -110,8 +115,7 @@ class _Commands(click.Group):
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt:
-            click.echo(_INTERRUPTED, err=True)
-            sys.exit(INTERRUPTED)
+            _exit_stopped()
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, SystemExit):
             raise
         except Exception as err:                                  # noqa: BLE001 - the last resort, by design

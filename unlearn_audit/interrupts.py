@@ -52,11 +52,9 @@ class StopSignals:
     nothing (Python allows handlers there only)."""
 
     def __init__(self) -> None:
-        self.received: str | None = None
         self._previous: dict[int, object] = {}
 
     def _handler(self, signum, frame) -> None:
-        self.received = signal.Signals(signum).name
         # later signals are swallowed by a Python handler, not SIG_IGN: a signal already delivered but not yet handled
         # when the disposition becomes SIG_IGN makes CPython print "Signal N ignored due to race condition"
         for sig in self._previous:

@@ -379,7 +379,6 @@ class ExternalWeights(UnlearningMethod):
         1 and 2 threads). A relative difference above :data:`SAME_MODEL_RTOL` is another model."""
         import json
 
-        from unlearn_audit.common import array_sha256
         from unlearn_audit.deletion import find_trained_run
 
         if self.trained_run is None:

@@ -15,7 +15,7 @@ unlearning procedure. Here N models are trained on the same training set with in
 Batch weights keep every model's batch the same shape, which is what lets N schedules run in one vmap.
 For softmax regression trained by plain SGD the same three recursions run in closed form, as batched matrix
 products in the class-major layout (:func:`_softmax_closed_form`): the same numbers (a test holds them to the vmapped
-jvp in float64), 4.6× faster per step on mnist5000 (128 models, d = 7,850, one thread), where the vmapped autodiff
+jvp in float64), 4.7× faster per step on mnist5000 (128 models, d = 7,850, one thread), where the vmapped autodiff
 step took most of the audit's time.
 """
 

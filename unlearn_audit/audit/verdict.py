@@ -69,7 +69,7 @@ class ModelFit:
     training cross-entropy (nats) against the entropy of the labels' class frequencies (the loss of predicting those
     frequencies for every record). It fits when either is at least :attr:`MIN_ABOVE_PRIOR` of the way from the prior
     to a perfect model: accuracy alone misses a useful model on very imbalanced classes, cross-entropy alone a
-    strongly regularised one (soft probabilities, right answers: the default audit's softmax explains 10% of the
+    strongly regularised one (soft probabilities, right answers: the default audit's softmax explains 9.8% of the
     entropy at 86% accuracy). Training data, not test data: a model that memorised its records has the most to
     forget. A model failing both (e.g. weights collapsed under too much weight decay) has learnt nothing."""
 
@@ -246,8 +246,8 @@ def decide(method: str, comparisons: dict[str, NullComparison], control: dict[st
            n_pairs: int, n_records: int, notes: list[str] | None = None,
            single: SingleModelTest | None = None, fit: ModelFit | None = None) -> Verdict:
     """The verdict about ``method``; ``single``: its one-model test when it could not be rerun on the pairs
-    (weights unlearned outside the tool), which then answers the forgetting question; ``fit``: the trained model's
-    accuracy against chance (a model at chance never passes the forgetting question)."""
+    (weights unlearned outside the tool), which then answers the forgetting question; ``fit``: how far the trained
+    model got from its labels' class frequencies (one that learnt nothing never passes the forgetting question)."""
     forgetting = (decide_forgetting_single(single) if single is not None else
                   decide_forgetting(comparisons, control, alpha=alpha, margin=margin))
     if fit is not None and not fit.fits:
